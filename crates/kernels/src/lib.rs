@@ -1,1 +1,46 @@
-//! kernels
+//! Freehold's CPU compute kernels: quantized matrix multiplication, norms, activations, RoPE,
+//! softmax and attention, with run-time instruction-set dispatch and a persistent thread pool.
+//!
+//! # Bird's-eye view
+//! * [`Isa`] picks the code path (AVX-512, AVX2+FMA, scalar) once per process, honouring
+//!   `FREEHOLD_ISA=scalar|avx2|avx512`; [`with_isa`] overrides it per thread (tests, benches).
+//! * [`ThreadPool`] runs borrowed closures on persistent workers, cheaply enough to be used
+//!   for every operation of a decode step.
+//! * Every kernel has a scalar reference body; the SIMD bodies are generic over a small
+//!   internal vector trait and instantiated per ISA. Tests hold each fast path to the
+//!   reference on awkward shapes.
+//!
+//! # API boundary
+//! This crate knows slices, shapes and GGML block formats (through `quant::GgmlType`); it
+//! knows nothing of models, files or tensors' names. Shapes that come from model metadata
+//! (matmul, RoPE, attention) are validated and give a [`KernelError`]; plain slice kernels
+//! panic on mismatched lengths, as `slice::copy_from_slice` does.
+
+mod attention;
+mod dequant;
+mod error;
+pub mod isa;
+mod matmul;
+mod ops;
+mod pool;
+mod rope;
+mod sampling;
+#[cfg(target_arch = "x86_64")]
+mod simd;
+
+pub use attention::attention;
+pub use dequant::{dequantize_row, is_supported, SUPPORTED_TYPES};
+pub use error::KernelError;
+pub use isa::{with_isa, Isa};
+pub use matmul::{matmul, supported_type_names, Weights};
+pub use ops::{
+    add_inplace, axpy_f16, dot_f16_f32, dot_f32, f16_to_f32, f32_to_f16, geglu, gelu_tanh,
+    gelu_tanh_inplace, layer_norm, mul_inplace, rms_norm, rms_norm_inplace, scale_inplace, silu,
+    silu_inplace, softmax_inplace, swiglu,
+};
+pub use pool::{ThreadPool, DEFAULT_SPIN};
+pub use rope::{rope_inplace, RopeConfig, RopeStyle};
+pub use sampling::{argmax, top_k};
+
+#[cfg(test)]
+mod tests;

@@ -34,11 +34,13 @@ pub enum GgmlType {
     TQ1_0,
     TQ2_0,
     MXFP4,
+    NVFP4,
+    Q1_0,
 }
 
 impl GgmlType {
     /// Every type this crate knows the geometry of.
-    pub const ALL: [GgmlType; 32] = [
+    pub const ALL: [GgmlType; 34] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -71,6 +73,8 @@ impl GgmlType {
         GgmlType::TQ1_0,
         GgmlType::TQ2_0,
         GgmlType::MXFP4,
+        GgmlType::NVFP4,
+        GgmlType::Q1_0,
     ];
 
     /// The numeric id used in GGUF tensor descriptors.
@@ -109,6 +113,8 @@ impl GgmlType {
             TQ1_0 => 34,
             TQ2_0 => 35,
             MXFP4 => 39,
+            NVFP4 => 40,
+            Q1_0 => 41,
         }
     }
 
@@ -123,7 +129,10 @@ impl GgmlType {
         match self {
             F32 | F16 | BF16 | I8 | I16 | I32 | I64 | F64 => 1,
             Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4_NL | MXFP4 => 32,
-            _ => 256,
+            NVFP4 => 64,
+            Q1_0 => 128,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K | IQ2_XXS | IQ2_XS | IQ3_XXS | IQ1_S
+            | IQ3_S | IQ2_S | IQ4_XS | IQ1_M | TQ1_0 | TQ2_0 => 256,
         }
     }
 
@@ -142,6 +151,9 @@ impl GgmlType {
             Q5_0 => 22,
             Q5_1 => 24,
             Q8_0 => 34,
+            // ggml's `block_q8_1` is two f16 (`d`, `s`) and 32 i8: 36 bytes. gguf-py 0.19's
+            // `GGML_QUANT_SIZES` still says 40 (the old layout with two f32); Q8_1 is an
+            // activation-only format that never appears in GGUF files.
             Q8_1 => 36,
             Q2_K => 84,
             Q3_K => 110,
@@ -161,6 +173,8 @@ impl GgmlType {
             TQ1_0 => 54,
             TQ2_0 => 66,
             MXFP4 => 17,
+            NVFP4 => 36,
+            Q1_0 => 18,
         }
     }
 
@@ -168,7 +182,7 @@ impl GgmlType {
     /// size overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        if n % bs != 0 {
+        if n.checked_rem(bs) != Some(0) {
             return None;
         }
         (n / bs).checked_mul(self.type_size() as u64)
@@ -210,6 +224,8 @@ impl GgmlType {
             TQ1_0 => "TQ1_0",
             TQ2_0 => "TQ2_0",
             MXFP4 => "MXFP4",
+            NVFP4 => "NVFP4",
+            Q1_0 => "Q1_0",
         }
     }
 }

@@ -1,0 +1,430 @@
+//! Row dequantization into f32: a scalar reference for every supported type and SIMD paths
+//! for the common ones. Layouts follow GGML's `ggml-common.h` bit for bit.
+//!
+//! The SIMD paths evaluate the same f32 expressions in the same order as the scalar ones
+//! (`d * q`, `d * q + m`, `(d * sc) * q`, never fused), so they agree bit for bit.
+
+#[cfg(target_arch = "x86_64")]
+use crate::isa::simd_fns;
+use crate::isa::dispatch;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Simd;
+use crate::{Isa, KernelError};
+use half::f16;
+use quant::GgmlType;
+
+/// Types the kernels can dequantize (and so multiply).
+pub const SUPPORTED_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Whether `ty` is in [`SUPPORTED_TYPES`].
+pub fn is_supported(ty: GgmlType) -> bool {
+    SUPPORTED_TYPES.contains(&ty)
+}
+
+#[inline(always)]
+fn f16_at(b: &[u8], off: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+}
+
+/// Q4_K / Q5_K 6-bit scale and min of sub-block `j` (GGML `get_scale_min_k4`).
+#[inline(always)]
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q3_K's 16 signed 6-bit scales (already minus 32).
+#[inline(always)]
+fn q3k_scales(s: &[u8]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        let lo = if i < 8 {
+            s[i] & 0xF
+        } else {
+            s[i - 8] >> 4
+        };
+        let hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        *o = ((lo | (hi << 4)) as i8).wrapping_sub(32);
+    }
+    out
+}
+
+/// Scalar reference. `src` holds exactly the blocks of `dst.len()` elements of `ty`, and
+/// `ty` is supported (the caller checked both).
+pub(crate) fn dequant_row_scalar(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    use GgmlType as T;
+    match ty {
+        T::F32 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        T::F16 => {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = f16_at(src, 2 * i);
+            }
+        }
+        T::BF16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+            }
+        }
+        T::Q4_0 => {
+            for (b, y) in src.chunks_exact(18).zip(dst.chunks_exact_mut(32)) {
+                let d = f16_at(b, 0);
+                for j in 0..16 {
+                    y[j] = ((b[2 + j] & 0xF) as i32 - 8) as f32 * d;
+                    y[j + 16] = ((b[2 + j] >> 4) as i32 - 8) as f32 * d;
+                }
+            }
+        }
+        T::Q4_1 => {
+            for (b, y) in src.chunks_exact(20).zip(dst.chunks_exact_mut(32)) {
+                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+                for j in 0..16 {
+                    y[j] = (b[4 + j] & 0xF) as f32 * d + m;
+                    y[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
+                }
+            }
+        }
+        T::Q5_0 => {
+            for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(32)) {
+                let d = f16_at(b, 0);
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                    y[j] = (((b[6 + j] & 0xF) | h0) as i32 - 16) as f32 * d;
+                    y[j + 16] = (((b[6 + j] >> 4) | h1) as i32 - 16) as f32 * d;
+                }
+            }
+        }
+        T::Q5_1 => {
+            for (b, y) in src.chunks_exact(24).zip(dst.chunks_exact_mut(32)) {
+                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+                let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                for j in 0..16 {
+                    let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                    y[j] = ((b[8 + j] & 0xF) | h0) as f32 * d + m;
+                    y[j + 16] = ((b[8 + j] >> 4) | h1) as f32 * d + m;
+                }
+            }
+        }
+        T::Q8_0 => {
+            for (b, y) in src.chunks_exact(34).zip(dst.chunks_exact_mut(32)) {
+                let d = f16_at(b, 0);
+                for j in 0..32 {
+                    y[j] = (b[2 + j] as i8) as f32 * d;
+                }
+            }
+        }
+        T::Q2_K => {
+            for (b, y) in src.chunks_exact(84).zip(dst.chunks_exact_mut(256)) {
+                let (scales, qs) = (&b[0..16], &b[16..80]);
+                let (d, min) = (f16_at(b, 80), f16_at(b, 82));
+                let mut k = 0;
+                let mut is = 0;
+                for n in 0..2 {
+                    let q = &qs[32 * n..32 * n + 32];
+                    for shift in [0, 2, 4, 6] {
+                        for half in 0..2 {
+                            let sc = scales[is];
+                            is += 1;
+                            let dl = d * (sc & 0xF) as f32;
+                            let ml = min * (sc >> 4) as f32;
+                            for l in 0..16 {
+                                y[k] = dl * ((q[16 * half + l] >> shift) & 3) as f32 - ml;
+                                k += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        T::Q3_K => {
+            for (b, y) in src.chunks_exact(110).zip(dst.chunks_exact_mut(256)) {
+                let (hm, qs) = (&b[0..32], &b[32..96]);
+                let scales = q3k_scales(&b[96..108]);
+                let d_all = f16_at(b, 108);
+                let mut k = 0;
+                let mut is = 0;
+                let mut m = 1u8;
+                for n in 0..2 {
+                    let q = &qs[32 * n..32 * n + 32];
+                    for shift in [0, 2, 4, 6] {
+                        for half in 0..2 {
+                            let dl = d_all * scales[is] as f32;
+                            is += 1;
+                            for l in 0..16 {
+                                let i = 16 * half + l;
+                                let v = ((q[i] >> shift) & 3) as i32
+                                    - if hm[i] & m != 0 { 0 } else { 4 };
+                                y[k] = dl * v as f32;
+                                k += 1;
+                            }
+                        }
+                        m <<= 1;
+                    }
+                }
+            }
+        }
+        T::Q4_K => {
+            for (b, y) in src.chunks_exact(144).zip(dst.chunks_exact_mut(256)) {
+                let (d, min) = (f16_at(b, 0), f16_at(b, 2));
+                let (scales, qs) = (&b[4..16], &b[16..144]);
+                for g in 0..4 {
+                    let (s1, m1) = scale_min_k4(2 * g, scales);
+                    let (s2, m2) = scale_min_k4(2 * g + 1, scales);
+                    let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+                    let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+                    let q = &qs[32 * g..32 * g + 32];
+                    let y = &mut y[64 * g..64 * g + 64];
+                    for l in 0..32 {
+                        y[l] = d1 * (q[l] & 0xF) as f32 - m1;
+                        y[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+                    }
+                }
+            }
+        }
+        T::Q5_K => {
+            for (b, y) in src.chunks_exact(176).zip(dst.chunks_exact_mut(256)) {
+                let (d, min) = (f16_at(b, 0), f16_at(b, 2));
+                let (scales, qh, qs) = (&b[4..16], &b[16..48], &b[48..176]);
+                for g in 0..4 {
+                    let (s1, m1) = scale_min_k4(2 * g, scales);
+                    let (s2, m2) = scale_min_k4(2 * g + 1, scales);
+                    let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+                    let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+                    let (u1, u2) = (1u8 << (2 * g), 2u8 << (2 * g));
+                    let q = &qs[32 * g..32 * g + 32];
+                    let y = &mut y[64 * g..64 * g + 64];
+                    for l in 0..32 {
+                        let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
+                        let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
+                        y[l] = d1 * ((q[l] & 0xF) + h1) as f32 - m1;
+                        y[l + 32] = d2 * ((q[l] >> 4) + h2) as f32 - m2;
+                    }
+                }
+            }
+        }
+        T::Q6_K => {
+            for (b, y) in src.chunks_exact(210).zip(dst.chunks_exact_mut(256)) {
+                let d = f16_at(b, 208);
+                for n in 0..2 {
+                    let ql = &b[64 * n..64 * n + 64];
+                    let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+                    let sc = &b[192 + 8 * n..192 + 8 * n + 8];
+                    let y = &mut y[128 * n..128 * n + 128];
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+                        let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+                        y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                        y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                        y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                    }
+                }
+            }
+        }
+        _ => unreachable!("dequant_row_scalar: {ty} not supported (checked by caller)"),
+    }
+}
+
+/// SIMD dequantization of one row of `n` elements. Types without a SIMD path use the scalar
+/// reference. `src` must hold exactly the row's blocks, `dst` `n` floats.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn dequant_row_g<S: Simd>(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    use GgmlType as T;
+    let w = S::W;
+    let n = dst.len();
+    let y = dst.as_mut_ptr();
+    let p = src.as_ptr();
+    match ty {
+        T::F32 => std::ptr::copy_nonoverlapping(p, y as *mut u8, 4 * n),
+        T::F16 | T::BF16 => {
+            let x = p as *const u16;
+            let mut i = 0;
+            while i + w <= n {
+                let v = if ty == T::F16 {
+                    S::load_f16(x.add(i))
+                } else {
+                    S::load_bf16(x.add(i))
+                };
+                S::store(y.add(i), v);
+                i += w;
+            }
+            dequant_row_scalar(ty, &src[2 * i..], &mut dst[i..]);
+        }
+        T::Q8_0 => {
+            for blk in 0..n / 32 {
+                let b = p.add(34 * blk);
+                let d = S::splat(f16_at(src, 34 * blk));
+                for j in (0..32).step_by(w) {
+                    let q = S::load_i8(b.add(2 + j) as *const i8);
+                    S::store(y.add(32 * blk + j), S::mul(q, d));
+                }
+            }
+        }
+        T::Q4_0 | T::Q5_0 => {
+            let (bs, qs_off) = if ty == T::Q4_0 { (18, 2) } else { (22, 6) };
+            let off = S::splat(if ty == T::Q4_0 { 8.0 } else { 16.0 });
+            for blk in 0..n / 32 {
+                let b = p.add(bs * blk);
+                let d = S::splat(f16_at(src, bs * blk));
+                let qh = if ty == T::Q5_0 {
+                    u32::from_le_bytes(src[bs * blk + 2..bs * blk + 6].try_into().unwrap())
+                } else {
+                    0
+                };
+                let yb = y.add(32 * blk);
+                for j in (0..16).step_by(w) {
+                    let lo = S::load_nibbles(b.add(qs_off + j), false, qh, j as u32);
+                    let hi = S::load_nibbles(b.add(qs_off + j), true, qh, 16 + j as u32);
+                    // (q - off) is exact in f32, so this equals the scalar `(q - off) as f32 * d`.
+                    S::store(yb.add(j), S::mul(S::sub(lo, off), d));
+                    S::store(yb.add(16 + j), S::mul(S::sub(hi, off), d));
+                }
+            }
+        }
+        T::Q4_1 | T::Q5_1 => {
+            let (bs, qs_off) = if ty == T::Q4_1 { (20, 4) } else { (24, 8) };
+            for blk in 0..n / 32 {
+                let b = p.add(bs * blk);
+                let d = S::splat(f16_at(src, bs * blk));
+                let m = S::splat(f16_at(src, bs * blk + 2));
+                let qh = if ty == T::Q5_1 {
+                    u32::from_le_bytes(src[bs * blk + 4..bs * blk + 8].try_into().unwrap())
+                } else {
+                    0
+                };
+                let yb = y.add(32 * blk);
+                for j in (0..16).step_by(w) {
+                    let lo = S::load_nibbles(b.add(qs_off + j), false, qh, j as u32);
+                    let hi = S::load_nibbles(b.add(qs_off + j), true, qh, 16 + j as u32);
+                    S::store(yb.add(j), S::add(S::mul(lo, d), m));
+                    S::store(yb.add(16 + j), S::add(S::mul(hi, d), m));
+                }
+            }
+        }
+        T::Q4_K => {
+            for blk in 0..n / 256 {
+                let bo = 144 * blk;
+                let (d, min) = (f16_at(src, bo), f16_at(src, bo + 2));
+                let scales = &src[bo + 4..bo + 16];
+                for g in 0..4 {
+                    let (s1, m1) = scale_min_k4(2 * g, scales);
+                    let (s2, m2) = scale_min_k4(2 * g + 1, scales);
+                    let (d1, m1) = (S::splat(d * s1 as f32), S::splat(min * m1 as f32));
+                    let (d2, m2) = (S::splat(d * s2 as f32), S::splat(min * m2 as f32));
+                    let q = p.add(bo + 16 + 32 * g);
+                    let yg = y.add(256 * blk + 64 * g);
+                    for l in (0..32).step_by(w) {
+                        let lo = S::load_nibbles(q.add(l), false, 0, 0);
+                        let hi = S::load_nibbles(q.add(l), true, 0, 0);
+                        S::store(yg.add(l), S::sub(S::mul(d1, lo), m1));
+                        S::store(yg.add(32 + l), S::sub(S::mul(d2, hi), m2));
+                    }
+                }
+            }
+        }
+        T::Q6_K => {
+            for blk in 0..n / 256 {
+                let bo = 210 * blk;
+                let d = f16_at(src, bo + 208);
+                for h in 0..2 {
+                    let ql = p.add(bo + 64 * h);
+                    let qh = p.add(bo + 128 + 32 * h);
+                    let sc = &src[bo + 192 + 8 * h..bo + 200 + 8 * h];
+                    let yh = y.add(256 * blk + 128 * h);
+                    for l in (0..32).step_by(w) {
+                        let is = l / 16;
+                        let s = |k: usize| S::splat(d * (sc[is + k] as i8) as f32);
+                        let q1 = S::load_q6(ql.add(l), false, qh.add(l), 0);
+                        let q2 = S::load_q6(ql.add(l + 32), false, qh.add(l), 2);
+                        let q3 = S::load_q6(ql.add(l), true, qh.add(l), 4);
+                        let q4 = S::load_q6(ql.add(l + 32), true, qh.add(l), 6);
+                        S::store(yh.add(l), S::mul(s(0), q1));
+                        S::store(yh.add(l + 32), S::mul(s(2), q2));
+                        S::store(yh.add(l + 64), S::mul(s(4), q3));
+                        S::store(yh.add(l + 96), S::mul(s(6), q4));
+                    }
+                }
+            }
+        }
+        _ => dequant_row_scalar(ty, src, dst),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dequant_row_entry<S: Simd>(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    dequant_row_g::<S>(ty, src, dst)
+}
+simd_fns!(k_dequant, dequant_row_entry, (ty: GgmlType, src: &[u8], dst: &mut [f32]));
+
+/// Bytes of one row of `cols` elements, or an error if `cols` is not whole blocks.
+pub(crate) fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize, KernelError> {
+    let bs = ty.block_size();
+    if cols % bs != 0 {
+        return Err(KernelError::ColsNotBlockMultiple {
+            ty,
+            cols,
+            block: bs,
+        });
+    }
+    (cols / bs)
+        .checked_mul(ty.type_size())
+        .ok_or_else(|| KernelError::InvalidShape(format!("row of {cols} {ty} overflows")))
+}
+
+pub(crate) fn dequantize_row_isa(
+    isa: Isa,
+    ty: GgmlType,
+    src: &[u8],
+    dst: &mut [f32],
+) -> Result<(), KernelError> {
+    if !is_supported(ty) {
+        return Err(KernelError::UnsupportedType(ty));
+    }
+    let need = row_bytes(ty, dst.len())?;
+    if src.len() != need {
+        return Err(KernelError::Length {
+            what: "dequantize_row: source bytes",
+            expected: need,
+            actual: src.len(),
+        });
+    }
+    dispatch!(isa, k_dequant, dequant_row_scalar(ty, src, dst), (ty, src, dst));
+    Ok(())
+}
+
+/// Dequantizes `dst.len()` elements of type `ty` from `src` (exactly that many elements'
+/// blocks), e.g. one embedding row. Errors for unsupported types or mismatched lengths.
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
+    dequantize_row_isa(Isa::current(), ty, src, dst)
+}
