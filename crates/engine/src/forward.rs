@@ -63,6 +63,7 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     logits: Vec<f32>,
+    positions: Vec<u32>,
 }
 
 fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -144,6 +145,9 @@ impl Session {
         let (d, qd, kvd, ff, hd) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff, hp.head_dim);
         let pos0 = self.n_past;
         let s = &mut self.scratch;
+        s.positions.clear();
+        s.positions.extend((pos0..pos0 + n).map(|p| p as u32));
+        let positions = &s.positions[..];
         let x = grow(&mut s.x, n * d);
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * d..(t + 1) * d];
@@ -160,9 +164,9 @@ impl Session {
             let q = grow(&mut s.q, n * qd);
             let k = grow(&mut s.k, n * kvd);
             let v = grow(&mut s.v, n * kvd);
-            kernels::matmul(pool, &model.weights(&layer.wq), xn, n, q)?;
-            kernels::matmul(pool, &model.weights(&layer.wk), xn, n, k)?;
-            kernels::matmul(pool, &model.weights(&layer.wv), xn, n, v)?;
+            kernels::matmul(pool, &model.weights(&layer.wq)?, xn, n, q)?;
+            kernels::matmul(pool, &model.weights(&layer.wk)?, xn, n, k)?;
+            kernels::matmul(pool, &model.weights(&layer.wv)?, xn, n, v)?;
             add_bias(q, layer.bq.as_deref());
             add_bias(k, layer.bk.as_deref());
             add_bias(v, layer.bv.as_deref());
@@ -176,19 +180,14 @@ impl Session {
                 RopeKind::Adjacent => kernels::RopeStyle::Normal,
                 RopeKind::Halves => kernels::RopeStyle::Neox,
             };
-            for (buf, heads) in [(&mut *q, hp.n_head), (&mut *k, hp.n_head_kv)] {
-                kernels::rope_inplace(
-                    buf,
-                    n,
-                    pos0,
-                    heads,
-                    hd,
-                    hp.n_rot,
-                    la.rope_base,
-                    la.rope_scale,
-                    style,
-                );
-            }
+            let rope = kernels::RopeConfig {
+                n_rot: hp.n_rot,
+                freq_base: la.rope_base,
+                freq_scale: la.rope_scale,
+                style,
+            };
+            kernels::rope_inplace(q, positions, hp.n_head, hd, &rope)?;
+            kernels::rope_inplace(k, positions, hp.n_head_kv, hd, &rope)?;
             let kc = &mut self.kv.k[il][pos0 * kvd..(pos0 + n) * kvd];
             kernels::f32_to_f16(k, kc);
             let vc = &mut self.kv.v[il][pos0 * kvd..(pos0 + n) * kvd];
@@ -207,9 +206,9 @@ impl Session {
                 la.window,
                 hp.attn_scale,
                 attn,
-            );
+            )?;
             let proj = grow(&mut s.proj, n * d);
-            kernels::matmul(pool, &model.weights(&layer.wo), attn, n, proj)?;
+            kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
             if let Some(w) = &layer.post_attn_norm {
                 rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
             }
@@ -219,15 +218,15 @@ impl Session {
             rms_norm_rows(x, &layer.ffn_norm, hp.rms_eps, xn, d);
             let gate = grow(&mut s.gate, n * ff);
             let up = grow(&mut s.up, n * ff);
-            kernels::matmul(pool, &model.weights(&layer.ffn_gate), xn, n, gate)?;
-            kernels::matmul(pool, &model.weights(&layer.ffn_up), xn, n, up)?;
+            kernels::matmul(pool, &model.weights(&layer.ffn_gate)?, xn, n, gate)?;
+            kernels::matmul(pool, &model.weights(&layer.ffn_up)?, xn, n, up)?;
             match hp.activation {
                 Activation::Silu => kernels::silu_inplace(gate),
                 Activation::GeluTanh => kernels::gelu_tanh_inplace(gate),
             }
             kernels::mul_inplace(gate, up);
             let proj = grow(&mut s.proj, n * d);
-            kernels::matmul(pool, &model.weights(&layer.ffn_down), gate, n, proj)?;
+            kernels::matmul(pool, &model.weights(&layer.ffn_down)?, gate, n, proj)?;
             if let Some(w) = &layer.post_ffn_norm {
                 rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
             }
@@ -244,7 +243,7 @@ impl Session {
             d,
         );
         let logits = grow(&mut s.logits, rows * hp.n_vocab);
-        kernels::matmul(pool, &model.weights(&model.output), xn, rows, logits)?;
+        kernels::matmul(pool, &model.weights(&model.output)?, xn, rows, logits)?;
         self.n_past += n;
         Ok(&self.scratch.logits[..rows * hp.n_vocab])
     }

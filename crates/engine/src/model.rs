@@ -154,13 +154,13 @@ impl Model {
     }
 
     /// A kernel view of a weight matrix.
-    pub fn weights(&self, t: &Tensor) -> kernels::Weights<'_> {
-        kernels::Weights {
-            ty: t.ty,
-            data: self.data(t),
-            rows: t.rows,
-            cols: t.cols,
-        }
+    pub fn weights(&self, t: &Tensor) -> Result<kernels::Weights<'_>, EngineError> {
+        kernels::Weights::new(t.ty, self.data(t), t.rows, t.cols).map_err(|e| {
+            EngineError::Tensor {
+                name: t.info.name.clone(),
+                message: e.to_string(),
+            }
+        })
     }
 
     /// Dequantizes row `row` of `t` (embedding lookup).

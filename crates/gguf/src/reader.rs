@@ -5,10 +5,19 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use quant::GgmlType;
 
-use crate::{GgufError, Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS};
+use crate::{
+    check_alignment, GgufError, Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC,
+    MAX_ARRAY_NESTING, MAX_DIMS, MAX_METADATA_VALUES, MAX_TENSORS,
+};
 
-/// Arrays nested deeper than this are rejected (real files nest at most one level).
-const MAX_NESTING: usize = 8;
+/// Smallest encoded key/value: key length (8), value type (4), a one-byte value.
+const MIN_KV_BYTES: u64 = 13;
+/// Smallest encoded tensor descriptor: name length (8), rank (4), one dim (8), type (4),
+/// offset (8).
+const MIN_TENSOR_BYTES: u64 = 32;
+/// Vectors sized from a count in the file start at most this big and grow as items are
+/// actually decoded, so a count alone never makes a large allocation.
+const PREALLOC_LIMIT: u64 = 1 << 16;
 
 /// One tensor descriptor. `offset` is absolute (from the start of the file) and has been
 /// checked: `offset + n_bytes` lies within the file.
@@ -23,8 +32,9 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
+    /// Number of elements (saturating, so a hand-made descriptor cannot make this panic).
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        self.dims.iter().fold(1u64, |a, &d| a.saturating_mul(d))
     }
 }
 
@@ -39,9 +49,13 @@ pub struct GgufFile {
     bytes: Backing,
     version: u32,
     metadata: Vec<(String, Value)>,
+    /// Absolute offset of each metadata value (parallel to `metadata`).
+    value_offsets: Vec<u64>,
     index: HashMap<String, usize>,
     tensors: Vec<TensorInfo>,
     tensor_index: HashMap<String, usize>,
+    /// Absolute offset of each tensor descriptor (parallel to `tensors`).
+    descriptor_offsets: Vec<u64>,
     alignment: u64,
     data_offset: u64,
 }
@@ -79,140 +93,186 @@ impl GgufFile {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
         };
-        let mut r = Cursor { data, pos: 0 };
-        let magic = r.u32("magic")?;
+        let file_len = data.len() as u64;
+        let mut r = Cursor {
+            data,
+            pos: 0,
+            values_left: MAX_METADATA_VALUES,
+        };
+        let magic = r.u32(|| {
+            if file_len == 0 {
+                "magic (the file is empty)".into()
+            } else {
+                "magic".into()
+            }
+        })?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::BadMagic { found: magic });
         }
-        let version = r.u32("version")?;
+        let version = r.u32(|| "version".into())?;
         if !(2..=3).contains(&version) {
             return Err(GgufError::UnsupportedVersion(version));
         }
-        let n_tensors = r.u64("tensor count")?;
-        let n_kv = r.u64("metadata count")?;
-        // A key/value takes at least 8 (key length) + 4 (type) + 1 bytes; a tensor descriptor
-        // at least 8 + 4 + 4 + 8 bytes. Counts that cannot fit in the file are lies.
-        r.check_count("metadata count", 8, n_kv, 13)?;
-        r.check_count("tensor count", 16, n_tensors, 24)?;
+        let n_tensors = r.u64(|| "tensor count".into())?;
+        let n_kv = r.u64(|| "metadata count".into())?;
+        // Counts that cannot fit in the rest of the file are lies: check them before anything
+        // is allocated from them. A key/value takes at least 8 (key length) + 4 (type) + 1
+        // bytes, a tensor descriptor at least 8 (name length) + 4 + 8 (one dim) + 4 + 8.
+        r.check_count(|| "tensor count".into(), 8, n_tensors, MIN_TENSOR_BYTES, MAX_TENSORS)?;
+        r.check_count(
+            || "metadata count".into(),
+            16,
+            n_kv,
+            MIN_KV_BYTES,
+            MAX_METADATA_VALUES,
+        )?;
+        r.values_left -= n_kv;
 
-        let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut index = HashMap::with_capacity(n_kv as usize);
-        for _ in 0..n_kv {
-            let key_offset = r.pos as u64;
-            let key = r.string("metadata key")?;
-            if key.contains('\u{FFFD}') {
-                return Err(GgufError::BadKey { offset: key_offset });
-            }
-            let ty_offset = r.pos as u64;
-            let ty_raw = r.u32("metadata value type")?;
-            let ty = ValueType::from_u32(ty_raw).ok_or_else(|| GgufError::BadValueType {
-                key: key.clone(),
-                offset: ty_offset,
-                ty: ty_raw,
-            })?;
-            let value = r.value(&key, ty, 0)?;
-            if index.insert(key.clone(), metadata.len()).is_some() {
+        let mut metadata = Vec::with_capacity(n_kv.min(PREALLOC_LIMIT) as usize);
+        let mut value_offsets = Vec::with_capacity(n_kv.min(PREALLOC_LIMIT) as usize);
+        let mut index = HashMap::with_capacity(n_kv.min(PREALLOC_LIMIT) as usize);
+        for i in 0..n_kv {
+            let key_offset = r.pos();
+            let key = r.raw_string(|| format!("key of metadata entry #{i}"))?;
+            let key = std::str::from_utf8(key)
+                .map_err(|_| GgufError::BadKey { offset: key_offset })?
+                .to_owned();
+            if index.contains_key(&key) {
                 return Err(GgufError::DuplicateKey {
                     key,
                     offset: key_offset,
                 });
             }
+            let ty_offset = r.pos();
+            let ty_raw = r.u32(|| format!("value type of metadata {key:?}"))?;
+            let ty = ValueType::from_u32(ty_raw).ok_or_else(|| GgufError::BadValueType {
+                key: key.clone(),
+                offset: ty_offset,
+                ty: ty_raw,
+            })?;
+            value_offsets.push(r.pos());
+            let value = r.value(&key, ty, 1)?;
+            index.insert(key.clone(), metadata.len());
             metadata.push((key, value));
         }
 
-        let alignment = match metadata.get(index.get("general.alignment").copied().unwrap_or(usize::MAX)) {
+        let alignment = match index.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some((_, v)) => match v.as_u64() {
-                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => {
-                    return Err(GgufError::BadMetadata {
-                        key: "general.alignment".into(),
+            Some(&i) => check_alignment(&metadata[i].1).map_err(|m| GgufError::BadMetadata {
+                key: "general.alignment".into(),
+                message: format!("value at offset {}: {m}", value_offsets[i]),
+            })?,
+        };
+
+        // Now that the metadata is consumed, the tensor count can be held to what is left.
+        r.check_count(|| "tensor count".into(), 8, n_tensors, MIN_TENSOR_BYTES, MAX_TENSORS)?;
+        let mut raw_tensors = Vec::with_capacity(n_tensors.min(PREALLOC_LIMIT) as usize);
+        let mut tensor_index = HashMap::with_capacity(n_tensors.min(PREALLOC_LIMIT) as usize);
+        for i in 0..n_tensors {
+            let desc_offset = r.pos();
+            let name = r.raw_string(|| format!("name of tensor #{i}"))?;
+            let name = match std::str::from_utf8(name) {
+                Ok(s) => s.to_owned(),
+                Err(e) => {
+                    return Err(GgufError::BadTensor {
+                        name: String::from_utf8_lossy(name).into_owned(),
+                        offset: desc_offset,
                         message: format!(
-                            "must be a power of two between 1 and 1048576, found {}",
-                            v.display_short(4)
+                            "name is not valid UTF-8 (bad byte at offset {})",
+                            desc_offset + 8 + e.valid_up_to() as u64
                         ),
                     })
                 }
-            },
-        };
-
-        let mut raw_tensors = Vec::with_capacity(n_tensors as usize);
-        for _ in 0..n_tensors {
-            let desc_offset = r.pos as u64;
-            let name = r.string("tensor name")?;
+            };
+            if tensor_index.contains_key(&name) {
+                return Err(GgufError::DuplicateTensor {
+                    name,
+                    offset: desc_offset,
+                });
+            }
             let bad = |message: String| GgufError::BadTensor {
                 name: name.clone(),
                 offset: desc_offset,
                 message,
             };
-            let n_dims = r.u32("tensor rank")?;
+            let field = |f: &str| format!("{f} of tensor {name:?}");
+            let rank_offset = r.pos();
+            let n_dims = r.u32(|| field("rank"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(bad(format!("rank {n_dims} is outside 1..={MAX_DIMS}")));
+                return Err(bad(format!(
+                    "rank {n_dims} at offset {rank_offset} is outside 1..={MAX_DIMS}"
+                )));
             }
+            let dims_offset = r.pos();
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
-                dims.push(r.u64("tensor dimension")?);
+                dims.push(r.u64(|| field("dimensions"))?);
             }
-            let ty_raw = r.u32("tensor type")?;
-            let rel_offset = r.u64("tensor offset")?;
-            let ty = GgmlType::from_id(ty_raw)
-                .ok_or_else(|| bad(format!("unknown tensor type id {ty_raw}")))?;
+            let ty_offset = r.pos();
+            let ty_raw = r.u32(|| field("type"))?;
+            let off_offset = r.pos();
+            let rel_offset = r.u64(|| field("data offset"))?;
+            let ty = GgmlType::from_id(ty_raw).ok_or_else(|| {
+                bad(format!("unknown tensor type id {ty_raw} at offset {ty_offset}"))
+            })?;
             let mut n_elements: u64 = 1;
-            for &d in &dims {
-                if d == 0 || d > i64::MAX as u64 {
-                    return Err(bad(format!("dimension {d} in shape {dims:?} is invalid")));
+            for (k, &d) in dims.iter().enumerate() {
+                if d == 0 {
+                    return Err(bad(format!(
+                        "dimension {k} of shape {dims:?} (at offset {dims_offset}) is 0"
+                    )));
                 }
                 n_elements = n_elements
                     .checked_mul(d)
-                    .ok_or_else(|| bad(format!("shape {dims:?} overflows the element count")))?;
+                    .filter(|&n| n <= i64::MAX as u64)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "shape {dims:?} (at offset {dims_offset}) has more than 2^63-1 elements"
+                        ))
+                    })?;
             }
-            if dims[0] % ty.block_size() as u64 != 0 {
+            let block = ty.block_size() as u64;
+            if dims[0] % block != 0 {
                 return Err(bad(format!(
-                    "row length {} is not a multiple of the {} block size {}",
-                    dims[0],
-                    ty,
-                    ty.block_size()
+                    "row length {} (at offset {dims_offset}) is not a multiple of the {ty} block size {block}",
+                    dims[0]
                 )));
             }
-            let n_bytes = ty
-                .bytes_for(n_elements)
-                .ok_or_else(|| bad(format!("byte size of shape {dims:?} as {ty} overflows")))?;
+            let n_bytes = ty.bytes_for(n_elements).ok_or_else(|| {
+                bad(format!(
+                    "byte size of shape {dims:?} as {ty} overflows (shape at offset {dims_offset})"
+                ))
+            })?;
             if rel_offset % alignment != 0 {
                 return Err(bad(format!(
-                    "data offset {rel_offset} is not a multiple of the alignment {alignment}"
+                    "data offset {rel_offset} (at offset {off_offset}) is not a multiple of the alignment {alignment}"
                 )));
             }
-            raw_tensors.push((name, dims, ty, rel_offset, n_bytes, desc_offset));
+            tensor_index.insert(name.clone(), raw_tensors.len());
+            raw_tensors.push((name, dims, ty, rel_offset, n_bytes, desc_offset, off_offset));
         }
 
-        let header_end = r.pos as u64;
+        let header_end = r.pos();
+        // header_end <= file_len and alignment <= MAX_ALIGNMENT: this cannot overflow.
         let data_offset = header_end.div_ceil(alignment) * alignment;
-        let file_len = data.len() as u64;
         let mut tensors = Vec::with_capacity(raw_tensors.len());
-        let mut tensor_index = HashMap::with_capacity(raw_tensors.len());
-        for (name, dims, ty, rel_offset, n_bytes, desc_offset) in raw_tensors {
-            let end = data_offset
-                .checked_add(rel_offset)
-                .and_then(|o| o.checked_add(n_bytes));
-            match end {
+        let mut descriptor_offsets = Vec::with_capacity(raw_tensors.len());
+        for (name, dims, ty, rel_offset, n_bytes, desc_offset, off_offset) in raw_tensors {
+            let start = data_offset.checked_add(rel_offset);
+            match start.and_then(|s| s.checked_add(n_bytes)) {
                 Some(end) if end <= file_len => {}
                 _ => {
                     return Err(GgufError::BadTensor {
                         name,
                         offset: desc_offset,
                         message: format!(
-                            "data [{} + {rel_offset}, +{n_bytes} bytes) lies past the end of the file ({file_len} bytes)",
-                            data_offset
+                            "data offset {rel_offset} (at offset {off_offset}) puts its {n_bytes} bytes at \
+                             {data_offset} + {rel_offset}, past the end of the file ({file_len} bytes)"
                         ),
-                    })
+                    });
                 }
             }
-            if tensor_index.insert(name.clone(), tensors.len()).is_some() {
-                return Err(GgufError::DuplicateTensor {
-                    name,
-                    offset: desc_offset,
-                });
-            }
+            descriptor_offsets.push(desc_offset);
             tensors.push(TensorInfo {
                 name,
                 dims,
@@ -227,9 +287,11 @@ impl GgufFile {
             bytes,
             version,
             metadata,
+            value_offsets,
             index,
             tensors,
             tensor_index,
+            descriptor_offsets,
             alignment,
             data_offset,
         })
@@ -313,63 +375,118 @@ impl GgufFile {
     }
 
     /// The bytes of `t`, borrowed from the mapping (bounds were checked at open).
+    ///
+    /// # Panics
+    ///
+    /// If `t` does not lie inside this file, which happens only for a [`TensorInfo`] made
+    /// by hand or taken from another file. Descriptors from [`tensors`](Self::tensors) and
+    /// [`tensor`](Self::tensor) never panic; use [`try_tensor_data`](Self::try_tensor_data)
+    /// for the others.
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
-        &self.bytes()[t.offset as usize..(t.offset + t.n_bytes) as usize]
+        match self.try_tensor_data(t) {
+            Some(s) => s,
+            None => panic!(
+                "tensor {:?}: bytes [{}, +{}) are not inside {} ({} bytes); \
+                 was this TensorInfo taken from another file?",
+                t.name,
+                t.offset,
+                t.n_bytes,
+                self.path.display(),
+                self.len()
+            ),
+        }
+    }
+
+    /// The bytes of `t`, or `None` when `t.offset + t.n_bytes` is not inside this file.
+    pub fn try_tensor_data(&self, t: &TensorInfo) -> Option<&[u8]> {
+        let end = t.offset.checked_add(t.n_bytes)?;
+        let start = usize::try_from(t.offset).ok()?;
+        let end = usize::try_from(end).ok()?;
+        self.bytes().get(start..end)
+    }
+
+    /// The bytes of the tensor called `name`.
+    pub fn tensor_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.tensor(name).map(|t| self.tensor_data(t))
+    }
+
+    /// Absolute offset of the value of metadata `key` (after its type tag), for error
+    /// messages that point at the bytes.
+    pub fn value_offset(&self, key: &str) -> Option<u64> {
+        self.index.get(key).map(|&i| self.value_offsets[i])
+    }
+
+    /// Absolute offset of the descriptor of tensor `name` (its name length field).
+    pub fn descriptor_offset(&self, name: &str) -> Option<u64> {
+        self.tensor_index.get(name).map(|&i| self.descriptor_offsets[i])
     }
 }
 
+/// Reads little-endian fields with bounds checks. Field descriptions are closures so that
+/// the happy path formats nothing.
 struct Cursor<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Metadata values (keys and array elements) still allowed by [`MAX_METADATA_VALUES`].
+    values_left: u64,
 }
 
 impl<'a> Cursor<'a> {
+    fn pos(&self) -> u64 {
+        self.pos as u64
+    }
+
     fn remaining(&self) -> u64 {
         (self.data.len() - self.pos) as u64
     }
 
-    fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
+    fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
             return Err(GgufError::Truncated {
-                what: what.to_string(),
-                offset: self.pos as u64,
+                what: what(),
+                offset: self.pos(),
                 len: self.data.len() as u64,
             });
         }
+        // n <= remaining, which is a usize.
         let s = &self.data[self.pos..self.pos + n as usize];
         self.pos += n as usize;
         Ok(s)
     }
 
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<[u8; N], GgufError> {
         let s = self.take(N as u64, what)?;
         let mut out = [0u8; N];
         out.copy_from_slice(s);
         Ok(out)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, GgufError> {
+    fn u32(&mut self, what: impl FnOnce() -> String) -> Result<u32, GgufError> {
         Ok(u32::from_le_bytes(self.array(what)?))
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, GgufError> {
+    fn u64(&mut self, what: impl FnOnce() -> String) -> Result<u64, GgufError> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
     /// Rejects a count of items, each at least `min_item_bytes` long, that cannot fit in
-    /// what is left of the file. `field_offset_back` is how far back the count was read.
+    /// what is left of the file or exceeds `hard_limit`. The count was read at `offset`.
     fn check_count(
         &self,
-        what: &str,
-        field_offset_back: u64,
+        what: impl FnOnce() -> String,
+        offset: u64,
         count: u64,
         min_item_bytes: u64,
+        hard_limit: u64,
     ) -> Result<(), GgufError> {
-        let limit = self.remaining() / min_item_bytes;
+        let limit = (self.remaining() / min_item_bytes.max(1)).min(hard_limit);
         if count > limit {
             return Err(GgufError::TooLarge {
-                what: what.to_string(),
-                offset: (self.pos as u64).saturating_sub(field_offset_back),
+                what: what(),
+                offset,
                 value: count,
                 limit,
             });
@@ -377,79 +494,132 @@ impl<'a> Cursor<'a> {
         Ok(())
     }
 
-    fn string(&mut self, what: &str) -> Result<String, GgufError> {
-        let len_offset = self.pos as u64;
-        let len = self.u64(what)?;
+    /// A length-prefixed byte string, borrowed from the file.
+    fn raw_string(&mut self, what: impl Fn() -> String) -> Result<&'a [u8], GgufError> {
+        let len_offset = self.pos();
+        let len = self.u64(|| format!("length of {}", what()))?;
         if len > self.remaining() {
             return Err(GgufError::TooLarge {
-                what: format!("{what} length"),
+                what: format!("length of {}", what()),
                 offset: len_offset,
                 value: len,
                 limit: self.remaining(),
             });
         }
-        let bytes = self.take(len, what)?;
-        Ok(String::from_utf8_lossy(bytes).into_owned())
+        self.take(len, what)
     }
 
+    /// A metadata value of type `ty`; `depth` is 1 for a top-level value.
     fn value(&mut self, key: &str, ty: ValueType, depth: usize) -> Result<Value, GgufError> {
-        let what = || format!("value of {key:?}");
+        let what = || format!("value of metadata {key:?}");
         Ok(match ty {
-            ValueType::U8 => Value::U8(self.array::<1>(&what())?[0]),
-            ValueType::I8 => Value::I8(self.array::<1>(&what())?[0] as i8),
-            ValueType::U16 => Value::U16(u16::from_le_bytes(self.array(&what())?)),
-            ValueType::I16 => Value::I16(i16::from_le_bytes(self.array(&what())?)),
-            ValueType::U32 => Value::U32(u32::from_le_bytes(self.array(&what())?)),
-            ValueType::I32 => Value::I32(i32::from_le_bytes(self.array(&what())?)),
-            ValueType::F32 => Value::F32(f32::from_le_bytes(self.array(&what())?)),
-            ValueType::U64 => Value::U64(u64::from_le_bytes(self.array(&what())?)),
-            ValueType::I64 => Value::I64(i64::from_le_bytes(self.array(&what())?)),
-            ValueType::F64 => Value::F64(f64::from_le_bytes(self.array(&what())?)),
-            ValueType::Bool => {
-                let offset = self.pos as u64;
-                match self.array::<1>(&what())?[0] {
-                    0 => Value::Bool(false),
-                    1 => Value::Bool(true),
-                    b => {
-                        return Err(GgufError::BadMetadata {
-                            key: key.to_string(),
-                            message: format!("bool at offset {offset} has byte {b}, not 0 or 1"),
-                        })
-                    }
-                }
+            ValueType::String => {
+                Value::String(String::from_utf8_lossy(self.raw_string(what)?).into_owned())
             }
-            ValueType::String => Value::String(self.string(&what())?),
-            ValueType::Array => {
-                if depth >= MAX_NESTING {
-                    return Err(GgufError::BadMetadata {
-                        key: key.to_string(),
-                        message: format!(
-                            "arrays nested more than {MAX_NESTING} deep at offset {}",
-                            self.pos
-                        ),
-                    });
-                }
-                let ty_offset = self.pos as u64;
-                let elem_raw = self.u32(&what())?;
-                let elem_ty =
-                    ValueType::from_u32(elem_raw).ok_or_else(|| GgufError::BadValueType {
-                        key: key.to_string(),
-                        offset: ty_offset,
-                        ty: elem_raw,
-                    })?;
-                let count = self.u64(&what())?;
-                let min = match elem_ty {
-                    ValueType::String => 8,
-                    ValueType::Array => 12,
-                    t => t.scalar_size().unwrap_or(1) as u64,
-                };
-                self.check_count(&format!("array length of {key:?}"), 8, count, min)?;
-                let mut items = Vec::with_capacity(count as usize);
-                for _ in 0..count {
-                    items.push(self.value(key, elem_ty, depth + 1)?);
-                }
-                Value::Array(elem_ty, items)
+            ValueType::Array => self.array_value(key, depth)?,
+            scalar => {
+                let size = scalar.scalar_size().unwrap_or(1) as u64;
+                let offset = self.pos();
+                decode_scalar(key, scalar, self.take(size, what)?, offset)?
             }
         })
     }
+
+    fn array_value(&mut self, key: &str, depth: usize) -> Result<Value, GgufError> {
+        let what = || format!("array header of metadata {key:?}");
+        let start = self.pos();
+        if depth > MAX_ARRAY_NESTING {
+            return Err(GgufError::BadMetadata {
+                key: key.to_string(),
+                message: format!(
+                    "array at offset {start} is nested {depth} deep, more than the limit {MAX_ARRAY_NESTING}"
+                ),
+            });
+        }
+        let elem_raw = self.u32(what)?;
+        let elem_ty = ValueType::from_u32(elem_raw).ok_or_else(|| GgufError::BadValueType {
+            key: key.to_string(),
+            offset: start,
+            ty: elem_raw,
+        })?;
+        let count_offset = self.pos();
+        let count = self.u64(what)?;
+        let min = match elem_ty {
+            ValueType::String => 8,
+            ValueType::Array => 12,
+            t => t.scalar_size().unwrap_or(1) as u64,
+        };
+        self.check_count(
+            || format!("array length of metadata {key:?}"),
+            count_offset,
+            count,
+            min,
+            u64::MAX,
+        )?;
+        if count > self.values_left {
+            return Err(GgufError::TooLarge {
+                what: format!(
+                    "array length of metadata {key:?} (all keys and array elements of a file together)"
+                ),
+                offset: count_offset,
+                value: count,
+                limit: self.values_left,
+            });
+        }
+        self.values_left -= count;
+        let mut items = Vec::with_capacity(count.min(PREALLOC_LIMIT) as usize);
+        match elem_ty.scalar_size() {
+            Some(size) => {
+                // check_count guaranteed count * size <= remaining.
+                let offset = self.pos();
+                let bytes = self.take(count * size as u64, || format!("value of metadata {key:?}"))?;
+                for (i, chunk) in bytes.chunks_exact(size).enumerate() {
+                    items.push(decode_scalar(key, elem_ty, chunk, offset + (i * size) as u64)?);
+                }
+            }
+            None => {
+                for _ in 0..count {
+                    items.push(self.value(key, elem_ty, depth + 1)?);
+                }
+            }
+        }
+        Ok(Value::Array(elem_ty, items))
+    }
+}
+
+/// Decodes a scalar of type `ty` from exactly `ty.scalar_size()` bytes read at `offset`.
+fn decode_scalar(key: &str, ty: ValueType, b: &[u8], offset: u64) -> Result<Value, GgufError> {
+    fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
+        let mut out = [0u8; N];
+        out.copy_from_slice(&b[..N]);
+        out
+    }
+    Ok(match ty {
+        ValueType::U8 => Value::U8(b[0]),
+        ValueType::I8 => Value::I8(b[0] as i8),
+        ValueType::U16 => Value::U16(u16::from_le_bytes(arr(b))),
+        ValueType::I16 => Value::I16(i16::from_le_bytes(arr(b))),
+        ValueType::U32 => Value::U32(u32::from_le_bytes(arr(b))),
+        ValueType::I32 => Value::I32(i32::from_le_bytes(arr(b))),
+        ValueType::F32 => Value::F32(f32::from_le_bytes(arr(b))),
+        ValueType::U64 => Value::U64(u64::from_le_bytes(arr(b))),
+        ValueType::I64 => Value::I64(i64::from_le_bytes(arr(b))),
+        ValueType::F64 => Value::F64(f64::from_le_bytes(arr(b))),
+        ValueType::Bool => match b[0] {
+            0 => Value::Bool(false),
+            1 => Value::Bool(true),
+            x => {
+                return Err(GgufError::BadMetadata {
+                    key: key.to_string(),
+                    message: format!("bool at offset {offset} has byte {x}, not 0 or 1"),
+                })
+            }
+        },
+        ValueType::String | ValueType::Array => {
+            return Err(GgufError::BadMetadata {
+                key: key.to_string(),
+                message: format!("internal error: {} at offset {offset} decoded as a scalar", ty.name()),
+            })
+        }
+    })
 }
