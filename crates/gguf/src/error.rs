@@ -20,11 +20,7 @@ pub enum GgufError {
     UnsupportedVersion(u32),
     /// The file ends inside the field `what`, which starts at `offset`.
     #[error("file ends at byte {len} while reading {what} at offset {offset} (truncated file?)")]
-    Truncated {
-        what: String,
-        offset: u64,
-        len: u64,
-    },
+    Truncated { what: String, offset: u64, len: u64 },
     /// A count or length read at `offset` is larger than the file (or a fixed limit) allows.
     #[error("{what} at offset {offset} is {value}, more than the limit {limit}")]
     TooLarge {
@@ -64,7 +60,9 @@ fn version_hint(v: u32) -> &'static str {
     match v {
         1 => "; GGUF v1 files are obsolete, convert them with a current llama.cpp",
         // A v2/v3 file written big-endian reads as 0x02000000 / 0x03000000 here.
-        0x0200_0000 | 0x0300_0000 => "; this looks like a big-endian GGUF file, which is not supported",
+        0x0200_0000 | 0x0300_0000 => {
+            "; this looks like a big-endian GGUF file, which is not supported"
+        }
         _ => "",
     }
 }

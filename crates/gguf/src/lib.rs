@@ -5,6 +5,24 @@
 //! truncated file yields a [`GgufError`] naming the field and byte offset, never a panic
 //! or an allocation sized by an unchecked header value.
 //!
+//! Limits a hostile file cannot get past (each reported as [`GgufError::TooLarge`] or a
+//! descriptive variant, with the offset of the field):
+//!
+//! * every count and length is held to what the rest of the file could hold before anything
+//!   is allocated from it, and vectors sized from a count start small and grow as items are
+//!   really decoded;
+//! * [`MAX_METADATA_VALUES`] keys plus array elements in total (a decoded [`Value`] is 32
+//!   bytes, so this bounds memory where a `u8` array would otherwise amplify 32x);
+//! * arrays nest at most [`MAX_ARRAY_NESTING`] deep (no unbounded recursion);
+//! * [`MAX_TENSORS`] tensors, rank `1..=MAX_DIMS`, no zero dimension, at most `i64::MAX`
+//!   elements, whole blocks per row, data aligned and inside the file (tensors may overlap);
+//! * `general.alignment` a power of two up to [`MAX_ALIGNMENT`];
+//! * metadata keys and tensor names must be UTF-8 (string values are decoded lossily).
+//!
+//! The writer rejects anything the reader would reject, so what it writes always reads back,
+//! and it lays files out exactly as llama.cpp and gguf-py do: re-writing a file they wrote
+//! reproduces it byte for byte (tested on the project's test models).
+//!
 //! Format reference: llama.cpp `docs/gguf.md` (GGUF v2/v3; v1 is not supported).
 
 mod error;

@@ -6,8 +6,8 @@ use memmap2::Mmap;
 use quant::GgmlType;
 
 use crate::{
-    check_alignment, GgufError, Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC,
-    MAX_ARRAY_NESTING, MAX_DIMS, MAX_METADATA_VALUES, MAX_TENSORS,
+    check_alignment, GgufError, Value, ValueType, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_NESTING,
+    MAX_DIMS, MAX_METADATA_VALUES, MAX_TENSORS,
 };
 
 /// Smallest encoded key/value: key length (8), value type (4), a one-byte value.
@@ -118,7 +118,13 @@ impl GgufFile {
         // Counts that cannot fit in the rest of the file are lies: check them before anything
         // is allocated from them. A key/value takes at least 8 (key length) + 4 (type) + 1
         // bytes, a tensor descriptor at least 8 (name length) + 4 + 8 (one dim) + 4 + 8.
-        r.check_count(|| "tensor count".into(), 8, n_tensors, MIN_TENSOR_BYTES, MAX_TENSORS)?;
+        r.check_count(
+            || "tensor count".into(),
+            8,
+            n_tensors,
+            MIN_TENSOR_BYTES,
+            MAX_TENSORS,
+        )?;
         r.check_count(
             || "metadata count".into(),
             16,
@@ -165,7 +171,13 @@ impl GgufFile {
         };
 
         // Now that the metadata is consumed, the tensor count can be held to what is left.
-        r.check_count(|| "tensor count".into(), 8, n_tensors, MIN_TENSOR_BYTES, MAX_TENSORS)?;
+        r.check_count(
+            || "tensor count".into(),
+            8,
+            n_tensors,
+            MIN_TENSOR_BYTES,
+            MAX_TENSORS,
+        )?;
         let mut raw_tensors = Vec::with_capacity(n_tensors.min(PREALLOC_LIMIT) as usize);
         let mut tensor_index = HashMap::with_capacity(n_tensors.min(PREALLOC_LIMIT) as usize);
         for i in 0..n_tensors {
@@ -213,7 +225,9 @@ impl GgufFile {
             let off_offset = r.pos();
             let rel_offset = r.u64(|| field("data offset"))?;
             let ty = GgmlType::from_id(ty_raw).ok_or_else(|| {
-                bad(format!("unknown tensor type id {ty_raw} at offset {ty_offset}"))
+                bad(format!(
+                    "unknown tensor type id {ty_raw} at offset {ty_offset}"
+                ))
             })?;
             let mut n_elements: u64 = 1;
             for (k, &d) in dims.iter().enumerate() {
@@ -418,7 +432,9 @@ impl GgufFile {
 
     /// Absolute offset of the descriptor of tensor `name` (its name length field).
     pub fn descriptor_offset(&self, name: &str) -> Option<u64> {
-        self.tensor_index.get(name).map(|&i| self.descriptor_offsets[i])
+        self.tensor_index
+            .get(name)
+            .map(|&i| self.descriptor_offsets[i])
     }
 }
 
@@ -572,9 +588,15 @@ impl<'a> Cursor<'a> {
             Some(size) => {
                 // check_count guaranteed count * size <= remaining.
                 let offset = self.pos();
-                let bytes = self.take(count * size as u64, || format!("value of metadata {key:?}"))?;
+                let bytes =
+                    self.take(count * size as u64, || format!("value of metadata {key:?}"))?;
                 for (i, chunk) in bytes.chunks_exact(size).enumerate() {
-                    items.push(decode_scalar(key, elem_ty, chunk, offset + (i * size) as u64)?);
+                    items.push(decode_scalar(
+                        key,
+                        elem_ty,
+                        chunk,
+                        offset + (i * size) as u64,
+                    )?);
                 }
             }
             None => {
@@ -618,7 +640,10 @@ fn decode_scalar(key: &str, ty: ValueType, b: &[u8], offset: u64) -> Result<Valu
         ValueType::String | ValueType::Array => {
             return Err(GgufError::BadMetadata {
                 key: key.to_string(),
-                message: format!("internal error: {} at offset {offset} decoded as a scalar", ty.name()),
+                message: format!(
+                    "internal error: {} at offset {offset} decoded as a scalar",
+                    ty.name()
+                ),
             })
         }
     })

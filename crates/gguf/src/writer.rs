@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use quant::GgmlType;
 
 use crate::{
-    check_alignment, GgufError, Value, DEFAULT_ALIGNMENT, GGUF_MAGIC,
-    MAX_ARRAY_NESTING, MAX_DIMS, MAX_METADATA_VALUES, MAX_TENSORS,
+    check_alignment, GgufError, Value, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_NESTING, MAX_DIMS,
+    MAX_METADATA_VALUES, MAX_TENSORS,
 };
 
 /// A tensor to be written: shape in GGML order and its encoded bytes.
@@ -56,14 +56,22 @@ impl<'a> GgufWriter<'a> {
             )));
         }
         if let Some(k) = tensor.dims.iter().position(|&d| d == 0) {
-            return Err(bad(format!("dimension {k} of shape {:?} is 0", tensor.dims)));
+            return Err(bad(format!(
+                "dimension {k} of shape {:?} is 0",
+                tensor.dims
+            )));
         }
         let n: u64 = tensor
             .dims
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| bad(format!("shape {:?} has more than 2^63-1 elements", tensor.dims)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "shape {:?} has more than 2^63-1 elements",
+                    tensor.dims
+                ))
+            })?;
         let block = tensor.ty.block_size() as u64;
         if tensor.dims[0] % block != 0 {
             return Err(bad(format!(
