@@ -5,9 +5,9 @@
 //! if the maximum grew, and the block's values are added with weights `e^(s - max)`. Memory
 //! does not grow with the context. The output row itself is the accumulator.
 
+use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::isa::simd_fns;
-use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::ops::{axpy_f16_g, dot_f16_g, load_part};
 #[cfg(target_arch = "x86_64")]
@@ -77,7 +77,10 @@ unsafe fn attend_g<S: Simd>(
         let mut i = 0;
         while i < nb {
             let r = (nb - i).min(S::W);
-            let e = S::exp(S::sub(load_part::<S>(s.as_ptr().add(i), r, f32::NEG_INFINITY), mv));
+            let e = S::exp(S::sub(
+                load_part::<S>(s.as_ptr().add(i), r, f32::NEG_INFINITY),
+                mv,
+            ));
             let mut buf = [0.0f32; 16];
             S::store(buf.as_mut_ptr(), e);
             s[i..i + r].copy_from_slice(&buf[..r]);
@@ -143,14 +146,16 @@ pub(crate) fn attention_isa(
     scale: f32,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if n_head == 0 || n_kv_head == 0 || head_dim == 0 || n_head % n_kv_head != 0 {
+    if n_head == 0 || n_kv_head == 0 || head_dim == 0 || !n_head.is_multiple_of(n_kv_head) {
         return Err(KernelError::InvalidShape(format!(
             "attention: n_head {n_head} must be a non-zero multiple of n_kv_head {n_kv_head}, \
              head_dim {head_dim} non-zero"
         )));
     }
     if window == Some(0) {
-        return Err(KernelError::InvalidShape("attention: window of 0 positions".into()));
+        return Err(KernelError::InvalidShape(
+            "attention: window of 0 positions".into(),
+        ));
     }
     let qn = n_tokens * n_head * head_dim;
     for (what, len) in [("attention: q", q.len()), ("attention: out", out.len())] {

@@ -4,9 +4,9 @@
 //! The SIMD paths evaluate the same f32 expressions in the same order as the scalar ones
 //! (`d * q`, `d * q + m`, `(d * sc) * q`, never fused), so they agree bit for bit.
 
+use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::isa::simd_fns;
-use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Simd;
 use crate::{Isa, KernelError};
@@ -58,11 +58,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 fn q3k_scales(s: &[u8]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (i, o) in out.iter_mut().enumerate() {
-        let lo = if i < 8 {
-            s[i] & 0xF
-        } else {
-            s[i - 8] >> 4
-        };
+        let lo = if i < 8 { s[i] & 0xF } else { s[i - 8] >> 4 };
         let hi = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
         *o = ((lo | (hi << 4)) as i8).wrapping_sub(32);
     }
@@ -390,7 +386,7 @@ simd_fns!(k_dequant, dequant_row_entry, (ty: GgmlType, src: &[u8], dst: &mut [f3
 /// Bytes of one row of `cols` elements, or an error if `cols` is not whole blocks.
 pub(crate) fn row_bytes(ty: GgmlType, cols: usize) -> Result<usize, KernelError> {
     let bs = ty.block_size();
-    if cols % bs != 0 {
+    if !cols.is_multiple_of(bs) {
         return Err(KernelError::ColsNotBlockMultiple {
             ty,
             cols,
@@ -419,7 +415,12 @@ pub(crate) fn dequantize_row_isa(
             actual: src.len(),
         });
     }
-    dispatch!(isa, k_dequant, dequant_row_scalar(ty, src, dst), (ty, src, dst));
+    dispatch!(
+        isa,
+        k_dequant,
+        dequant_row_scalar(ty, src, dst),
+        (ty, src, dst)
+    );
     Ok(())
 }
 

@@ -102,8 +102,13 @@ impl Isa {
     /// The level to use: `FREEHOLD_ISA` if set (an error if it names an unknown or
     /// unsupported level), otherwise [`Isa::best`].
     pub fn detect() -> Result<Isa, KernelError> {
-        match std::env::var("FREEHOLD_ISA") {
-            Ok(s) if !s.trim().is_empty() => {
+        Isa::detect_from(std::env::var("FREEHOLD_ISA").ok().as_deref())
+    }
+
+    /// [`Isa::detect`] with the variable's value passed in (`None` when unset).
+    pub(crate) fn detect_from(var: Option<&str>) -> Result<Isa, KernelError> {
+        match var {
+            Some(s) if !s.trim().is_empty() => {
                 let isa: Isa = s.parse()?;
                 isa.check_supported()?;
                 Ok(isa)
@@ -198,9 +203,7 @@ static SUPPORT: AtomicU8 = AtomicU8::new(0);
 pub(crate) fn runnable(isa: Isa) -> bool {
     let mut bits = SUPPORT.load(Ordering::Relaxed);
     if bits == 0 {
-        bits = 0x80
-            | (Isa::Avx2.is_supported() as u8)
-            | ((Isa::Avx512.is_supported() as u8) << 1);
+        bits = 0x80 | (Isa::Avx2.is_supported() as u8) | ((Isa::Avx512.is_supported() as u8) << 1);
         SUPPORT.store(bits, Ordering::Relaxed);
     }
     match isa {

@@ -16,10 +16,12 @@
 //! (matmul, RoPE, attention) are validated and give a [`KernelError`]; plain slice kernels
 //! panic on mismatched lengths, as `slice::copy_from_slice` does.
 
+#![warn(missing_docs)]
+
 mod attention;
 mod dequant;
 mod error;
-pub mod isa;
+mod isa;
 mod matmul;
 mod ops;
 mod pool;

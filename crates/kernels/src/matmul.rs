@@ -46,7 +46,9 @@ impl<'a> Weights<'a> {
             return Err(KernelError::UnsupportedType(ty));
         }
         if cols == 0 {
-            return Err(KernelError::InvalidShape("matmul: weights with 0 columns".into()));
+            return Err(KernelError::InvalidShape(
+                "matmul: weights with 0 columns".into(),
+            ));
         }
         let row_bytes = row_bytes(ty, cols)?;
         let expected = rows.checked_mul(row_bytes).ok_or_else(|| {

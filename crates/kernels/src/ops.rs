@@ -4,9 +4,9 @@
 //! body. The scalar bodies (module [`scalar`]) are the reference: straightforward loops in
 //! the order GGML evaluates them. Length mismatches panic (they are bugs in the caller).
 
+use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::isa::simd_fns;
-use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Simd;
 use crate::Isa;
@@ -61,7 +61,11 @@ pub(crate) mod scalar {
     pub fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
         let n = x.len() as f64;
         let mean = (x.iter().map(|&v| v as f64).sum::<f64>() / n) as f32;
-        let var: f64 = x.iter().map(|&v| ((v - mean) * (v - mean)) as f64).sum::<f64>() / n;
+        let var: f64 = x
+            .iter()
+            .map(|&v| ((v - mean) * (v - mean)) as f64)
+            .sum::<f64>()
+            / n;
         let scale = 1.0 / (var as f32 + eps).sqrt();
         for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(w).zip(b) {
             *o = ((v - mean) * scale) * w + b;
@@ -143,7 +147,10 @@ unsafe fn zip_g<S: Simd>(
     }
     if i < n {
         let r = n - i;
-        let v = f(load_part::<S>(a.add(i), r, 0.0), load_part::<S>(b.add(i), r, 0.0));
+        let v = f(
+            load_part::<S>(a.add(i), r, 0.0),
+            load_part::<S>(b.add(i), r, 0.0),
+        );
         store_part::<S>(dst.add(i), r, v);
     }
 }
@@ -167,7 +174,11 @@ pub(crate) unsafe fn dot_g<S: Simd>(a: *const f32, b: *const f32, n: usize) -> f
     }
     if i < n {
         let r = n - i;
-        s1 = S::fmadd(load_part::<S>(a.add(i), r, 0.0), load_part::<S>(b.add(i), r, 0.0), s1);
+        s1 = S::fmadd(
+            load_part::<S>(a.add(i), r, 0.0),
+            load_part::<S>(b.add(i), r, 0.0),
+            s1,
+        );
     }
     S::reduce_add(S::add(S::add(s0, s1), S::add(s2, s3)))
 }
@@ -189,7 +200,11 @@ pub(crate) unsafe fn dot_f16_g<S: Simd>(a: *const u16, b: *const f32, n: usize) 
     }
     if i < n {
         let r = n - i;
-        s1 = S::fmadd(load_part_f16::<S>(a.add(i), r), load_part::<S>(b.add(i), r, 0.0), s1);
+        s1 = S::fmadd(
+            load_part_f16::<S>(a.add(i), r),
+            load_part::<S>(b.add(i), r, 0.0),
+            s1,
+        );
     }
     S::reduce_add(S::add(s0, s1))
 }
@@ -200,12 +215,19 @@ pub(crate) unsafe fn axpy_f16_g<S: Simd>(y: *mut f32, a: f32, x: *const u16, n: 
     let av = S::splat(a);
     let mut i = 0;
     while i + S::W <= n {
-        S::store(y.add(i), S::fmadd(av, S::load_f16(x.add(i)), S::load(y.add(i))));
+        S::store(
+            y.add(i),
+            S::fmadd(av, S::load_f16(x.add(i)), S::load(y.add(i))),
+        );
         i += S::W;
     }
     if i < n {
         let r = n - i;
-        let v = S::fmadd(av, load_part_f16::<S>(x.add(i), r), load_part::<S>(y.add(i), r, 0.0));
+        let v = S::fmadd(
+            av,
+            load_part_f16::<S>(x.add(i), r),
+            load_part::<S>(y.add(i), r, 0.0),
+        );
         store_part::<S>(y.add(i), r, v);
     }
 }
@@ -404,7 +426,10 @@ pub(crate) unsafe fn softmax_g<S: Simd>(x: *mut f32, n: usize) {
         i += S::W;
     }
     if i < n {
-        let e = S::exp(S::sub(load_part::<S>(x.add(i), n - i, f32::NEG_INFINITY), max));
+        let e = S::exp(S::sub(
+            load_part::<S>(x.add(i), n - i, f32::NEG_INFINITY),
+            max,
+        ));
         store_part::<S>(x.add(i), n - i, e);
         sum = S::add(sum, e);
     }
@@ -439,20 +464,35 @@ fn check_len(what: &str, a: usize, b: usize) {
 
 pub(crate) fn dot_f32_isa(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     check_len("dot_f32", a.len(), b.len());
-    dispatch!(isa, k_dot, scalar::dot(a, b), (a.as_ptr(), b.as_ptr(), a.len()))
+    dispatch!(
+        isa,
+        k_dot,
+        scalar::dot(a, b),
+        (a.as_ptr(), b.as_ptr(), a.len())
+    )
 }
 
 pub(crate) fn dot_f16_f32_isa(isa: Isa, a: &[f16], b: &[f32]) -> f32 {
     check_len("dot_f16_f32", a.len(), b.len());
     let a = f16_bits(a);
-    dispatch!(isa, k_dot_f16, scalar::dot_f16(a, b), (a.as_ptr(), b.as_ptr(), a.len()))
+    dispatch!(
+        isa,
+        k_dot_f16,
+        scalar::dot_f16(a, b),
+        (a.as_ptr(), b.as_ptr(), a.len())
+    )
 }
 
 pub(crate) fn axpy_f16_isa(isa: Isa, y: &mut [f32], a: f32, x: &[f16]) {
     check_len("axpy_f16", y.len(), x.len());
     let x = f16_bits(x);
     let n = y.len();
-    dispatch!(isa, k_axpy_f16, scalar::axpy_f16(y, a, x), (y.as_mut_ptr(), a, x.as_ptr(), n))
+    dispatch!(
+        isa,
+        k_axpy_f16,
+        scalar::axpy_f16(y, a, x),
+        (y.as_mut_ptr(), a, x.as_ptr(), n)
+    )
 }
 
 pub(crate) fn f32_to_f16_isa(isa: Isa, src: &[f32], dst: &mut [f16]) {
@@ -507,7 +547,12 @@ pub(crate) fn mul_isa(isa: Isa, y: &mut [f32], x: &[f32]) {
 
 pub(crate) fn scale_isa(isa: Isa, y: &mut [f32], s: f32) {
     let n = y.len();
-    dispatch!(isa, k_scale, y.iter_mut().for_each(|y| *y *= s), (y.as_mut_ptr(), s, n))
+    dispatch!(
+        isa,
+        k_scale,
+        y.iter_mut().for_each(|y| *y *= s),
+        (y.as_mut_ptr(), s, n)
+    )
 }
 
 pub(crate) fn silu_isa(isa: Isa, x: &[f32], out: &mut [f32]) {
@@ -516,7 +561,9 @@ pub(crate) fn silu_isa(isa: Isa, x: &[f32], out: &mut [f32]) {
     dispatch!(
         isa,
         k_silu,
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = scalar::silu(x)),
+        out.iter_mut()
+            .zip(x)
+            .for_each(|(o, &x)| *o = scalar::silu(x)),
         (x.as_ptr(), out.as_mut_ptr(), n)
     )
 }
@@ -524,7 +571,12 @@ pub(crate) fn silu_isa(isa: Isa, x: &[f32], out: &mut [f32]) {
 pub(crate) fn silu_inplace_isa(isa: Isa, x: &mut [f32]) {
     let n = x.len();
     let p = x.as_mut_ptr();
-    dispatch!(isa, k_silu, x.iter_mut().for_each(|v| *v = scalar::silu(*v)), (p, p, n))
+    dispatch!(
+        isa,
+        k_silu,
+        x.iter_mut().for_each(|v| *v = scalar::silu(*v)),
+        (p, p, n)
+    )
 }
 
 pub(crate) fn gelu_isa(isa: Isa, x: &[f32], out: &mut [f32]) {
@@ -533,7 +585,9 @@ pub(crate) fn gelu_isa(isa: Isa, x: &[f32], out: &mut [f32]) {
     dispatch!(
         isa,
         k_gelu,
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = scalar::gelu_tanh(x)),
+        out.iter_mut()
+            .zip(x)
+            .for_each(|(o, &x)| *o = scalar::gelu_tanh(x)),
         (x.as_ptr(), out.as_mut_ptr(), n)
     )
 }
@@ -541,7 +595,12 @@ pub(crate) fn gelu_isa(isa: Isa, x: &[f32], out: &mut [f32]) {
 pub(crate) fn gelu_inplace_isa(isa: Isa, x: &mut [f32]) {
     let n = x.len();
     let p = x.as_mut_ptr();
-    dispatch!(isa, k_gelu, x.iter_mut().for_each(|v| *v = scalar::gelu_tanh(*v)), (p, p, n))
+    dispatch!(
+        isa,
+        k_gelu,
+        x.iter_mut().for_each(|v| *v = scalar::gelu_tanh(*v)),
+        (p, p, n)
+    )
 }
 
 pub(crate) fn swiglu_isa(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
@@ -574,7 +633,7 @@ pub(crate) fn geglu_isa(isa: Isa, gate: &[f32], up: &[f32], out: &mut [f32]) {
 
 fn check_rows(what: &str, len: usize, dim: usize) -> usize {
     assert!(
-        dim > 0 && len % dim == 0,
+        dim > 0 && len.is_multiple_of(dim),
         "kernels::{what}: length {len} is not a multiple of the weight length {dim}"
     );
     len / dim
@@ -615,14 +674,7 @@ pub(crate) fn rms_norm_inplace_isa(isa: Isa, x: &mut [f32], w: &[f32], eps: f32)
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn layer_norm_isa(
-    isa: Isa,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    out: &mut [f32],
-) {
+pub(crate) fn layer_norm_isa(isa: Isa, x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
     check_len("layer_norm", x.len(), out.len());
     check_len("layer_norm (bias)", w.len(), b.len());
     let dim = w.len();
@@ -633,7 +685,15 @@ pub(crate) fn layer_norm_isa(
         for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
             scalar::layer_norm_row(xr, w, b, eps, or);
         },
-        (x.as_ptr(), w.as_ptr(), b.as_ptr(), eps, out.as_mut_ptr(), dim, rows)
+        (
+            x.as_ptr(),
+            w.as_ptr(),
+            b.as_ptr(),
+            eps,
+            out.as_mut_ptr(),
+            dim,
+            rows
+        )
     )
 }
 
@@ -654,12 +714,12 @@ pub(crate) fn softmax_isa(isa: Isa, row: &mut [f32]) {
 // ---------------------------------------------------------------------------------------------
 // Public API.
 
-/// Σ a[i]·b[i]. Panics if the lengths differ.
+/// `Σ a[i]·b[i]`. Panics if the lengths differ.
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     dot_f32_isa(Isa::current(), a, b)
 }
 
-/// Σ a[i]·b[i] with `a` in f16. Panics if the lengths differ.
+/// `Σ a[i]·b[i]` with `a` in f16. Panics if the lengths differ.
 pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
     dot_f16_f32_isa(Isa::current(), a, b)
 }

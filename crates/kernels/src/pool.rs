@@ -6,17 +6,25 @@
 //! takes part as thread 0.
 //!
 //! # How a job borrows the caller's stack (safety reasoning)
-//! [`ThreadPool::run`] erases the lifetime of `&f` to publish it to the workers. That is sound
-//! because `run` does not return (nor unwind) before every worker has finished calling `f`:
-//! * the job pointer is written only by the dispatching thread, while no worker reads it
-//!   (all workers have finished the previous job: `pending` was observed 0 with `Acquire`);
-//! * it is published by the `epoch` increment (`SeqCst`, so also a release); a worker reads
-//!   it only after observing the new epoch (`Acquire`), calls it, then decrements `pending`
-//!   (`Release`) and never touches it again;
-//! * the dispatcher waits for `pending == 0` even when its own share panics (the panic is
-//!   caught, the wait completes, then the panic resumes); a worker's panic is caught in the
-//!   worker, counted, and re-raised on the calling thread after the wait;
-//! * only one dispatch is in flight per pool (a mutex serialises callers on other threads).
+//! A dispatch erases the lifetime of `&f` to publish it to the workers. That is sound because
+//! the dispatch does not return (nor unwind) while any worker may still call or read `f`:
+//! * every job has a *gate*: an atomic word holding the job's id, a `closed` bit and the
+//!   number of workers that entered. The dispatcher writes the job pointer and opens a new
+//!   gate, then publishes both with the `epoch` increment (`SeqCst`, so also a release);
+//! * a worker that observes a new epoch (`Acquire`) enters the gate with a compare-exchange,
+//!   and only if the gate is open and carries a job id it has not entered yet. Only after
+//!   entering does it read the job pointer and call it; then it increments `done`
+//!   (`Release`) and never touches that job again;
+//! * the dispatcher, after its own share, waits until `done` equals the number of workers
+//!   that entered: for [`ThreadPool::run`] that is all of them (the gate stays open until
+//!   they have), for the dynamic helpers it closes the gate first (`fetch_or`, which also
+//!   returns how many entered), so a worker that was descheduled and arrives late simply
+//!   skips the job instead of delaying the caller;
+//! * the job pointer is rewritten only after that wait (`Acquire` on `done`), under a mutex
+//!   that serialises dispatchers, so no worker reads it concurrently with a write;
+//! * panics: the dispatcher's own share is run under `catch_unwind`, the wait completes, then
+//!   the panic resumes; a worker's panic is caught in the worker, counted, and re-raised on the
+//!   calling thread after the wait.
 //!
 //! # Nesting
 //! A job must not wait on the pool it runs in. Rather than deadlock, a call to `run` (or any
@@ -44,6 +52,11 @@ use std::time::{Duration, Instant};
 /// The job type workers see: `f(thread_idx, n_threads)`.
 type Job = dyn Fn(usize, usize) + Sync;
 
+/// Gate layout: low 23 bits count entered workers, bit 23 is `closed`, the rest the job id.
+const GATE_COUNT: u64 = (1 << 23) - 1;
+const GATE_CLOSED: u64 = 1 << 23;
+const GATE_ID_SHIFT: u32 = 24;
+
 /// How long an idle worker spins before parking, unless configured.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
 
@@ -57,8 +70,10 @@ struct Shared {
     job: UnsafeCell<Option<*const Job>>,
     /// Incremented to publish each job (and the shutdown request).
     epoch: AtomicU64,
-    /// Workers that have not finished the current job.
-    pending: AtomicUsize,
+    /// The current job's gate: `id << GATE_ID_SHIFT | closed | entered`.
+    gate: AtomicU64,
+    /// Workers that entered the current job and finished it.
+    done: AtomicUsize,
     /// Set before the final epoch bump in `Drop`.
     shutdown: AtomicBool,
     /// A worker's job panicked during the current dispatch.
@@ -121,11 +136,12 @@ impl ThreadPool {
 
     /// Like [`ThreadPool::new`], with the idle spin time given, returning spawn errors.
     pub fn try_new(n_threads: usize, spin: Duration) -> std::io::Result<ThreadPool> {
-        let n_threads = n_threads.max(1);
+        let n_threads = n_threads.clamp(1, GATE_COUNT as usize);
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
             epoch: AtomicU64::new(0),
-            pending: AtomicUsize::new(0),
+            gate: AtomicU64::new(GATE_CLOSED),
+            done: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             sleeping: (1..n_threads).map(|_| AtomicBool::new(false)).collect(),
@@ -167,19 +183,29 @@ impl ThreadPool {
             f(0, 1);
             return;
         }
+        self.dispatch(&f, true);
+    }
+
+    /// Publishes `f` to the workers, runs `f(0, n)` here and waits as described in the module
+    /// docs. With `all`, every worker runs `f`; otherwise workers that have not started by the
+    /// time the caller's share is done are skipped.
+    fn dispatch(&self, f: &(dyn Fn(usize, usize) + Sync + '_), all: bool) {
         let _serial = self.dispatch.lock().unwrap_or_else(|e| e.into_inner());
         let _in_job = InJob::enter();
         let sh = &*self.shared;
-        let job: &(dyn Fn(usize, usize) + Sync + '_) = &f;
-        let job: *const (dyn Fn(usize, usize) + Sync + '_) = job;
-        // SAFETY: only the lifetime is changed. The pointer is dereferenced by workers only
-        // before they decrement `pending`, and we wait for `pending == 0` below before `f`
-        // can go out of scope (module docs).
+        let job: *const (dyn Fn(usize, usize) + Sync + '_) = f;
+        // SAFETY: only the lifetime is changed. Workers dereference the pointer only after
+        // entering this job's gate, and we wait below for every worker that entered to
+        // finish before returning, so `f` outlives every use (module docs).
         let job: *const Job = unsafe { std::mem::transmute(job) };
-        // SAFETY: no worker reads `job` now: all finished the previous dispatch (we waited for
-        // `pending == 0` under the same mutex) and none reads before the epoch bump below.
+        // SAFETY: no worker reads `job` now: every worker that entered the previous gate has
+        // finished (we waited under the same mutex), the previous gate is closed, and the new
+        // one is not published before the epoch bump below.
         unsafe { *sh.job.get() = Some(job) };
-        sh.pending.store(self.workers.len(), Ordering::Relaxed);
+        // Ids are 40 bits and never 0 (a worker's "entered nothing yet" value).
+        let id = ((sh.gate.load(Ordering::Relaxed) >> GATE_ID_SHIFT) + 1) & ((1 << 40) - 1);
+        let id = id.max(1);
+        sh.gate.store(id << GATE_ID_SHIFT, Ordering::Relaxed);
         sh.epoch.fetch_add(1, Ordering::SeqCst);
         for (w, sleeping) in sh.sleeping.iter().enumerate() {
             if sleeping.swap(false, Ordering::SeqCst) {
@@ -187,16 +213,21 @@ impl ThreadPool {
             }
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0, sh.n_threads)));
-        let mut spins = 0u32;
-        while sh.pending.load(Ordering::Acquire) != 0 {
-            if spins < 20_000 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                thread::yield_now();
-            }
-        }
-        // SAFETY: every worker has finished with the job (pending == 0, Acquire).
+        let entered = if all {
+            let n = self.workers.len();
+            self.wait_done(n);
+            sh.gate.fetch_or(GATE_CLOSED, Ordering::AcqRel);
+            n
+        } else {
+            let g = sh.gate.fetch_or(GATE_CLOSED, Ordering::AcqRel);
+            let n = (g & GATE_COUNT) as usize;
+            self.wait_done(n);
+            n
+        };
+        debug_assert_eq!(sh.done.load(Ordering::Relaxed), entered);
+        sh.done.store(0, Ordering::Relaxed);
+        // SAFETY: every worker that entered has finished (done == entered, Acquire) and the
+        // gate is closed, so none will read the pointer again.
         unsafe { *sh.job.get() = None };
         if let Err(payload) = mine {
             sh.panicked.store(false, Ordering::Relaxed);
@@ -207,8 +238,23 @@ impl ThreadPool {
         }
     }
 
+    /// Waits until `n` workers have finished the current job.
+    fn wait_done(&self, n: usize) {
+        let mut spins = 0u32;
+        while self.shared.done.load(Ordering::Acquire) != n {
+            if spins < 20_000 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+
     /// Splits `0..n_items` into chunks of `chunk` items (the last may be shorter) and calls
-    /// `f(range)` once per chunk, the chunks taken dynamically by the pool's threads.
+    /// `f(range)` once per chunk, the chunks taken dynamically by the pool's threads (`chunk`
+    /// 0 is treated as 1). Workers that have not woken up by the time the caller runs out of
+    /// chunks are not waited for, so a descheduled worker delays nothing on a busy machine.
     pub fn for_each_chunk<F>(&self, n_items: usize, chunk: usize, f: F)
     where
         F: Fn(Range<usize>) + Sync,
@@ -222,13 +268,15 @@ impl ThreadPool {
             return;
         }
         let next = AtomicUsize::new(0);
-        self.run(|_, _| loop {
+        let job = |_: usize, _: usize| loop {
             let c = next.fetch_add(1, Ordering::Relaxed);
             if c >= n_chunks {
                 break;
             }
             f(c * chunk..((c + 1) * chunk).min(n_items));
-        });
+        };
+        // Workers that arrive after the caller ran out of chunks are not waited for.
+        self.dispatch(&job, false);
     }
 
     /// Splits `data` into consecutive chunks of `chunk_len` (the last may be shorter) and calls
@@ -270,6 +318,7 @@ impl Drop for ThreadPool {
 fn worker_loop(sh: &Shared, w: usize) {
     IN_JOB.with(|c| c.set(true));
     let mut seen = 0u64;
+    let mut last_job = 0u64;
     loop {
         let start = Instant::now();
         let mut spins = 0u32;
@@ -279,7 +328,7 @@ fn worker_loop(sh: &Shared, w: usize) {
                 break e;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 != 0 || start.elapsed() < sh.spin {
+            if !spins.is_multiple_of(64) || start.elapsed() < sh.spin {
                 std::hint::spin_loop();
                 continue;
             }
@@ -293,17 +342,38 @@ fn worker_loop(sh: &Shared, w: usize) {
         if sh.shutdown.load(Ordering::SeqCst) {
             return;
         }
-        // SAFETY: the epoch changed (Acquire), so the dispatcher has published a job and
-        // will not touch it or let it die before we decrement `pending` (module docs).
+        // Enter the current job's gate, unless it is closed or already entered.
+        let mut g = sh.gate.load(Ordering::Acquire);
+        let entered = loop {
+            let id = g >> GATE_ID_SHIFT;
+            if id == last_job || g & GATE_CLOSED != 0 {
+                break false;
+            }
+            match sh
+                .gate
+                .compare_exchange_weak(g, g + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    last_job = id;
+                    break true;
+                }
+                Err(now) => g = now,
+            }
+        };
+        if !entered {
+            continue;
+        }
+        // SAFETY: we entered an open gate, so the dispatcher has published this job and will
+        // not let it die or overwrite the pointer before we increment `done` (module docs).
         let job = unsafe { *sh.job.get() };
         if let Some(job) = job {
-            // SAFETY: as above, the closure is alive until we decrement `pending`.
+            // SAFETY: as above, the closure is alive until we increment `done`.
             let job = unsafe { &*job };
             if catch_unwind(AssertUnwindSafe(|| job(w + 1, sh.n_threads))).is_err() {
                 sh.panicked.store(true, Ordering::Relaxed);
             }
         }
-        sh.pending.fetch_sub(1, Ordering::Release);
+        sh.done.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -335,7 +405,10 @@ impl<'a, T> SyncSlice<'a, T> {
     /// No two slices obtained from this value and alive at the same time may overlap.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(start <= self.len && len <= self.len - start, "SyncSlice out of bounds");
+        assert!(
+            start <= self.len && len <= self.len - start,
+            "SyncSlice out of bounds"
+        );
         // SAFETY: in bounds (checked above) of a live `&'a mut [T]`; disjointness is the
         // caller's obligation.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }

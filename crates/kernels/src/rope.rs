@@ -1,6 +1,18 @@
 //! Rotary position embeddings, computed the way GGML does so results match llama.cpp.
+//!
+//! The angles are computed once per token in scalar f32 (as GGML: a running product and
+//! libm `cos`/`sin`); the rotation of every head is dispatched. The SIMD rotation evaluates
+//! exactly the scalar expressions (`x0·c − x1·s`, `x0·s + x1·c`, unfused), so all paths agree
+//! bit for bit.
 
-use crate::KernelError;
+use crate::isa::dispatch;
+#[cfg(target_arch = "x86_64")]
+use crate::isa::simd_fns;
+#[cfg(target_arch = "x86_64")]
+use crate::ops::{load_part, store_part};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Simd;
+use crate::{Isa, KernelError};
 use std::cell::Cell;
 
 /// Which dimensions RoPE rotates together.
@@ -27,15 +39,79 @@ pub struct RopeConfig {
 }
 
 thread_local! {
-    static CS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static TABLE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Rotates `x` (`[n_tokens][n_heads][head_dim]`, `n_tokens = positions.len()`) in place.
+/// Rotates `heads` consecutive heads of `head_dim` at `x`.
 ///
-/// For pair `i < n_rot/2` of a token at position `p` the angle is
-/// `freq_scale · p · base^(-2i/n_rot)`, with `base^(-2i/n_rot)` built as GGML does: an f32
-/// running product of `theta_scale = base^(-2/n_rot)`, and `cos`/`sin` in f32.
-pub fn rope_inplace(
+/// Table layout (`2 * n_rot` floats): Normal: `[c0 c0 c1 c1 ..]` then `[-s0 s0 -s1 s1 ..]`;
+/// Neox: `[c0 c1 ..]` (n_rot/2) then `[s0 s1 ..]` (n_rot/2).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rotate_g<S: Simd>(
+    x: *mut f32,
+    heads: usize,
+    head_dim: usize,
+    n_rot: usize,
+    neox: bool,
+    table: *const f32,
+) {
+    for h in 0..heads {
+        let x = x.add(h * head_dim);
+        if neox {
+            let half = n_rot / 2;
+            let (c, s) = (table, table.add(half));
+            let mut i = 0;
+            while i < half {
+                let r = (half - i).min(S::W);
+                let a = load_part::<S>(x.add(i), r, 0.0);
+                let b = load_part::<S>(x.add(half + i), r, 0.0);
+                let cv = load_part::<S>(c.add(i), r, 0.0);
+                let sv = load_part::<S>(s.add(i), r, 0.0);
+                let a2 = S::sub(S::mul(a, cv), S::mul(b, sv));
+                let b2 = S::add(S::mul(a, sv), S::mul(b, cv));
+                store_part::<S>(x.add(i), r, a2);
+                store_part::<S>(x.add(half + i), r, b2);
+                i += r;
+            }
+        } else {
+            let (c, s) = (table, table.add(n_rot));
+            let mut i = 0;
+            while i < n_rot {
+                let r = (n_rot - i).min(S::W);
+                let v = load_part::<S>(x.add(i), r, 0.0);
+                let cv = load_part::<S>(c.add(i), r, 0.0);
+                let sv = load_part::<S>(s.add(i), r, 0.0);
+                // Lane 2k: x0·c + x1·(−s) == x0·c − x1·s; lane 2k+1: x1·c + x0·s.
+                let y = S::add(S::mul(v, cv), S::mul(S::swap_pairs(v), sv));
+                store_part::<S>(x.add(i), r, y);
+                i += r;
+            }
+        }
+    }
+}
+simd_fns!(k_rotate, rotate_g,
+    (x: *mut f32, heads: usize, head_dim: usize, n_rot: usize, neox: bool, table: *const f32));
+
+/// The scalar reference rotation, from the interleaved `(cos, sin)` pairs in `cs`.
+fn rotate_scalar(tok: &mut [f32], head_dim: usize, n_rot: usize, style: RopeStyle, cs: &[f32]) {
+    let half = n_rot / 2;
+    for head in tok.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let (c, s) = (cs[2 * i], cs[2 * i + 1]);
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * c - x1 * s;
+            head[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+pub(crate) fn rope_inplace_isa(
+    isa: Isa,
     x: &mut [f32],
     positions: &[u32],
     n_heads: usize,
@@ -43,7 +119,7 @@ pub fn rope_inplace(
     cfg: &RopeConfig,
 ) -> Result<(), KernelError> {
     let n_rot = cfg.n_rot;
-    if n_rot == 0 || n_rot % 2 != 0 || n_rot > head_dim {
+    if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
         return Err(KernelError::InvalidShape(format!(
             "rope: n_rot {n_rot} must be even, non-zero and <= head_dim {head_dim}"
         )));
@@ -57,11 +133,15 @@ pub fn rope_inplace(
             actual: x.len(),
         });
     }
+    if per_token == 0 {
+        return Ok(());
+    }
     let half = n_rot / 2;
     let theta_scale = cfg.freq_base.powf(-2.0 / n_rot as f32);
-    let mut cs = CS.with(Cell::take);
-    cs.resize(n_rot, 0.0);
-    for (tok, &p) in x.chunks_exact_mut(per_token.max(1)).zip(positions) {
+    let mut buf = TABLE.with(Cell::take);
+    buf.resize(3 * n_rot, 0.0);
+    let (cs, table) = buf.split_at_mut(n_rot);
+    for (tok, &p) in x.chunks_exact_mut(per_token).zip(positions) {
         let mut theta = p as f32;
         for i in 0..half {
             let t = cfg.freq_scale * theta;
@@ -69,19 +149,51 @@ pub fn rope_inplace(
             cs[2 * i + 1] = t.sin();
             theta *= theta_scale;
         }
-        for head in tok.chunks_exact_mut(head_dim) {
+        let neox = cfg.style == RopeStyle::Neox;
+        if isa != Isa::Scalar {
             for i in 0..half {
                 let (c, s) = (cs[2 * i], cs[2 * i + 1]);
-                let (a, b) = match cfg.style {
-                    RopeStyle::Normal => (2 * i, 2 * i + 1),
-                    RopeStyle::Neox => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * c - x1 * s;
-                head[b] = x0 * s + x1 * c;
+                if neox {
+                    table[i] = c;
+                    table[half + i] = s;
+                } else {
+                    table[2 * i] = c;
+                    table[2 * i + 1] = c;
+                    table[n_rot + 2 * i] = -s;
+                    table[n_rot + 2 * i + 1] = s;
+                }
             }
         }
+        dispatch!(
+            isa,
+            k_rotate,
+            rotate_scalar(tok, head_dim, n_rot, cfg.style, cs),
+            (
+                tok.as_mut_ptr(),
+                n_heads,
+                head_dim,
+                n_rot,
+                neox,
+                table.as_ptr()
+            )
+        );
     }
-    CS.with(|c| c.set(cs));
+    TABLE.with(|c| c.set(buf));
     Ok(())
+}
+
+/// Rotates `x` (`[n_tokens][n_heads][head_dim]`, `n_tokens = positions.len()`) in place.
+///
+/// For pair `i < n_rot/2` of a token at position `p` the angle is
+/// `freq_scale · p · base^(-2i/n_rot)`, with `base^(-2i/n_rot)` built as GGML does: an f32
+/// running product of `theta_scale = base^(-2/n_rot)`, and `cos`/`sin` in f32.
+/// Errors if `n_rot` is odd, zero or larger than `head_dim`, or `x` has the wrong length.
+pub fn rope_inplace(
+    x: &mut [f32],
+    positions: &[u32],
+    n_heads: usize,
+    head_dim: usize,
+    cfg: &RopeConfig,
+) -> Result<(), KernelError> {
+    rope_inplace_isa(Isa::current(), x, positions, n_heads, head_dim, cfg)
 }

@@ -48,6 +48,8 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn max(a: Self::F, b: Self::F) -> Self::F;
     /// `a * b + c`, fused.
     unsafe fn fmadd(a: Self::F, b: Self::F, c: Self::F) -> Self::F;
+    /// Swaps adjacent lanes: `[a0, a1, a2, a3, ..] -> [a1, a0, a3, a2, ..]`.
+    unsafe fn swap_pairs(v: Self::F) -> Self::F;
     unsafe fn reduce_add(v: Self::F) -> f32;
     unsafe fn reduce_max(v: Self::F) -> f32;
     /// e^x, about 2 ulp; 0 below -104, +inf above 88.72.
@@ -63,7 +65,7 @@ const P1: f32 = 1.398_199_9e-3;
 const P2: f32 = 8.333_452e-3;
 const P3: f32 = 4.166_579_6e-2;
 const P4: f32 = 1.666_666_5e-1;
-const P5: f32 = 5.000_000_1e-1;
+const P5: f32 = 0.5;
 const EXP_LO: f32 = -104.0;
 const EXP_HI: f32 = 88.722_83;
 
@@ -165,6 +167,10 @@ impl Simd for Avx512 {
         _mm512_fmadd_ps(a, b, c)
     }
     #[inline(always)]
+    unsafe fn swap_pairs(v: __m512) -> __m512 {
+        _mm512_permute_ps::<0xB1>(v)
+    }
+    #[inline(always)]
     unsafe fn reduce_add(v: __m512) -> f32 {
         _mm512_reduce_add_ps(v)
     }
@@ -175,7 +181,10 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn exp(x: __m512) -> __m512 {
         // Clamp so the reduction stays finite; scalef turns large |n| into 0 or +inf exactly.
-        let x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(100.0)), _mm512_set1_ps(EXP_LO));
+        let x = _mm512_max_ps(
+            _mm512_min_ps(x, _mm512_set1_ps(100.0)),
+            _mm512_set1_ps(EXP_LO),
+        );
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
         );
@@ -233,7 +242,7 @@ impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn store_f16(p: *mut u16, v: __m256) {
-        let h = _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
         _mm_storeu_si128(p as *mut __m128i, h)
     }
     #[inline(always)]
@@ -301,6 +310,10 @@ impl Simd for Avx2 {
         _mm256_fmadd_ps(a, b, c)
     }
     #[inline(always)]
+    unsafe fn swap_pairs(v: __m256) -> __m256 {
+        _mm256_permute_ps::<0xB1>(v)
+    }
+    #[inline(always)]
     unsafe fn reduce_add(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -316,7 +329,10 @@ impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn exp(x0: __m256) -> __m256 {
-        let x = _mm256_max_ps(_mm256_min_ps(x0, _mm256_set1_ps(EXP_HI)), _mm256_set1_ps(EXP_LO));
+        let x = _mm256_max_ps(
+            _mm256_min_ps(x0, _mm256_set1_ps(EXP_HI)),
+            _mm256_set1_ps(EXP_LO),
+        );
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
         );
