@@ -62,7 +62,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 
     /// `{"role": ..., "content": ...}`, in that key order.
@@ -112,11 +115,20 @@ impl<'a> RenderRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplateError {
     /// The template does not parse (or is too large). `message` names the construct.
-    Syntax { message: String, line: Option<usize> },
+    Syntax {
+        message: String,
+        line: Option<usize>,
+    },
     /// The template called `raise_exception(message)`.
-    Raised { message: String, line: Option<usize> },
+    Raised {
+        message: String,
+        line: Option<usize>,
+    },
     /// Rendering failed: unknown filter/test/method, undefined value, type error, fuel...
-    Render { message: String, line: Option<usize> },
+    Render {
+        message: String,
+        line: Option<usize>,
+    },
     /// The request itself is unusable (e.g. `extra` tries to replace `messages`).
     Request { message: String },
 }
@@ -145,7 +157,10 @@ impl TemplateError {
     fn from_minijinja(err: &Error, compiling: bool) -> TemplateError {
         let line = err.line();
         if let Some(raised) = find_raised(err) {
-            return TemplateError::Raised { message: raised, line };
+            return TemplateError::Raised {
+                message: raised,
+                line,
+            };
         }
         // minijinja's Display: "<kind>: <detail> (in chat_template:LINE)", plus causes.
         let mut message = err.to_string();
@@ -166,7 +181,9 @@ impl TemplateError {
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TemplateError::Syntax { message, .. } => write!(f, "chat template does not compile: {message}"),
+            TemplateError::Syntax { message, .. } => {
+                write!(f, "chat template does not compile: {message}")
+            }
             TemplateError::Raised { message, line } => {
                 write!(f, "chat template raised an exception: {message}")?;
                 if let Some(l) = line {
@@ -174,7 +191,9 @@ impl fmt::Display for TemplateError {
                 }
                 Ok(())
             }
-            TemplateError::Render { message, .. } => write!(f, "chat template failed to render: {message}"),
+            TemplateError::Render { message, .. } => {
+                write!(f, "chat template failed to render: {message}")
+            }
             TemplateError::Request { message } => write!(f, "chat template request: {message}"),
         }
     }
@@ -234,7 +253,9 @@ pub struct ChatTemplate {
 
 impl fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChatTemplate").field("source_bytes", &self.source.len()).finish()
+        f.debug_struct("ChatTemplate")
+            .field("source_bytes", &self.source.len())
+            .finish()
     }
 }
 
@@ -254,7 +275,10 @@ impl ChatTemplate {
         let rewritten = rewrite_generation_tags(source);
         env.add_template_owned(TEMPLATE_NAME, rewritten)
             .map_err(|e| TemplateError::from_minijinja(&e, true))?;
-        Ok(ChatTemplate { env, source: source.to_owned() })
+        Ok(ChatTemplate {
+            env,
+            source: source.to_owned(),
+        })
     }
 
     /// The fallback ChatML template ([`CHATML_TEMPLATE`]).
@@ -272,30 +296,43 @@ impl ChatTemplate {
         let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
         if let Some(extra) = req.extra {
             for (k, v) in extra {
-                if matches!(k.as_str(), "messages" | "tools" | "documents" | "add_generation_prompt") {
+                if matches!(
+                    k.as_str(),
+                    "messages" | "tools" | "documents" | "add_generation_prompt"
+                ) {
                     return Err(TemplateError::Request {
-                        message: format!("extra variable `{k}` would replace a standard template variable"),
+                        message: format!(
+                            "extra variable `{k}` would replace a standard template variable"
+                        ),
                     });
                 }
                 ctx.insert(k.clone(), Value::from_serialize(v));
             }
         }
-        ctx.entry("bos_token".into()).or_insert_with(|| Value::from(req.bos_token));
-        ctx.entry("eos_token".into()).or_insert_with(|| Value::from(req.eos_token));
+        ctx.entry("bos_token".into())
+            .or_insert_with(|| Value::from(req.bos_token));
+        ctx.entry("eos_token".into())
+            .or_insert_with(|| Value::from(req.eos_token));
         ctx.insert("messages".into(), Value::from_serialize(req.messages));
         ctx.insert(
             "tools".into(),
-            req.tools.map(Value::from_serialize).unwrap_or(Value::from(())),
+            req.tools
+                .map(Value::from_serialize)
+                .unwrap_or(Value::from(())),
         );
         ctx.insert("documents".into(), Value::from(()));
-        ctx.insert("add_generation_prompt".into(), Value::from(req.add_generation_prompt));
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(req.add_generation_prompt),
+        );
 
         let _guard = NowGuard::set(req.now.unwrap_or_else(TemplateTime::now_utc));
         let tmpl = self
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| TemplateError::from_minijinja(&e, true))?;
-        tmpl.render(Value::from(ctx)).map_err(|e| TemplateError::from_minijinja(&e, false))
+        tmpl.render(Value::from(ctx))
+            .map_err(|e| TemplateError::from_minijinja(&e, false))
     }
 }
 
@@ -321,11 +358,18 @@ fn python_environment() -> Environment<'static> {
         pyfmt::py_str(&mut s, &v)?;
         Ok(Value::from(s))
     });
+    env.add_filter("indent", indent_filter);
     env.add_test("sequence", |v: Value| {
-        matches!(v.kind(), ValueKind::Seq | ValueKind::String | ValueKind::Map)
+        matches!(
+            v.kind(),
+            ValueKind::Seq | ValueKind::String | ValueKind::Map
+        )
     });
     env.add_test("iterable", |v: Value| {
-        matches!(v.kind(), ValueKind::Seq | ValueKind::String | ValueKind::Map | ValueKind::Iterable)
+        matches!(
+            v.kind(),
+            ValueKind::Seq | ValueKind::String | ValueKind::Map | ValueKind::Iterable
+        )
     });
     env.add_function("raise_exception", raise_exception);
     env.add_function("strftime_now", strftime_now);
@@ -342,11 +386,17 @@ fn raise_exception(message: Option<Value>) -> Result<Value, Error> {
         }
         None => String::new(),
     };
-    Err(Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {msg}")).with_source(Raised(msg)))
+    Err(Error::new(
+        ErrorKind::InvalidOperation,
+        format!("raise_exception: {msg}"),
+    )
+    .with_source(Raised(msg)))
 }
 
 fn strftime_now(format: String) -> Result<Value, Error> {
-    let now = RENDER_NOW.with(|n| *n.borrow()).unwrap_or_else(TemplateTime::now_utc);
+    let now = RENDER_NOW
+        .with(|n| *n.borrow())
+        .unwrap_or_else(TemplateTime::now_utc);
     Ok(Value::from(now.strftime(&format)))
 }
 
@@ -372,8 +422,10 @@ fn tojson_filter(
             let parts: Vec<Value> = v.try_iter()?.collect();
             match parts.as_slice() {
                 [a, b] if a.as_str().is_some() && b.as_str().is_some() => {
-                    opts.separators =
-                        Some((a.as_str().unwrap_or("").to_owned(), b.as_str().unwrap_or("").to_owned()));
+                    opts.separators = Some((
+                        a.as_str().unwrap_or("").to_owned(),
+                        b.as_str().unwrap_or("").to_owned(),
+                    ));
                 }
                 _ => {
                     return Err(Error::new(
@@ -393,9 +445,77 @@ fn tojson_filter(
     Ok(Value::from(out))
 }
 
+/// jinja2's `indent(s, width=4, first=False, blank=False)`, including its handling of the
+/// trailing newline (kept) and Python's `str.splitlines` line breaks.
+fn indent_filter(
+    value: Value,
+    width: Option<Value>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let width = match kwargs.get::<Option<Value>>("width")? {
+        Some(w) => Some(w),
+        None => width,
+    };
+    let first = kwargs
+        .get::<Option<bool>>("first")?
+        .or(first)
+        .unwrap_or(false);
+    let blank = kwargs
+        .get::<Option<bool>>("blank")?
+        .or(blank)
+        .unwrap_or(false);
+    kwargs.assert_all_used()?;
+    let indention = match width {
+        None => "    ".to_owned(),
+        Some(w) if w.as_str().is_some() => w.as_str().unwrap_or_default().to_owned(),
+        Some(w) => match w.as_i64() {
+            Some(n) => " ".repeat(n.clamp(0, 1024) as usize),
+            None => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "indent: width must be an integer or a string",
+                ))
+            }
+        },
+    };
+    let mut text = String::new();
+    pyfmt::py_str(&mut text, &value)?;
+    text.push('\n');
+    let lines = pyfmt::splitlines(&text);
+    let mut rv = String::new();
+    if blank {
+        rv = lines.join(&format!("\n{indention}"));
+    } else if let Some((head, tail)) = lines.split_first() {
+        rv.push_str(head);
+        if !tail.is_empty() {
+            rv.push('\n');
+            let body: Vec<String> = tail
+                .iter()
+                .map(|l| {
+                    if l.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{indention}{l}")
+                    }
+                })
+                .collect();
+            rv.push_str(&body.join("\n"));
+        }
+    }
+    if first {
+        rv.insert_str(0, &indention);
+    }
+    Ok(Value::from(rv))
+}
+
 fn from_json_filter(value: String) -> Result<Value, Error> {
     let parsed: serde_json::Value = serde_json::from_str(&value).map_err(|e| {
-        Error::new(ErrorKind::InvalidOperation, format!("from_json: invalid JSON: {e}"))
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("from_json: invalid JSON: {e}"),
+        )
     })?;
     Ok(Value::from_serialize(&parsed))
 }
@@ -458,10 +578,22 @@ mod tests {
     #[test]
     fn generation_tags_become_if_blocks() {
         assert_eq!(
-            rewrite_generation_tags("a{%- generation %}b{% endgeneration -%}c{% if x %}{% endif %}"),
+            rewrite_generation_tags(
+                "a{%- generation %}b{% endgeneration -%}c{% if x %}{% endif %}"
+            ),
             "a{%- if true %}b{% endif -%}c{% if x %}{% endif %}"
         );
-        assert_eq!(rewrite_generation_tags("{% generations %}"), "{% generations %}");
+        assert_eq!(
+            rewrite_generation_tags("{% generations %}"),
+            "{% generations %}"
+        );
+    }
+
+    #[test]
+    fn chat_template_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ChatTemplate>();
+        assert_send_sync::<TemplateError>();
     }
 
     #[test]

@@ -10,17 +10,23 @@ use minijinja::{Error, ErrorKind, Output};
 const MAX_DEPTH: usize = 256;
 
 fn too_deep() -> Error {
-    Error::new(ErrorKind::InvalidOperation, "value nested too deeply to print")
+    Error::new(
+        ErrorKind::InvalidOperation,
+        "value nested too deeply to print",
+    )
 }
 
 /// Formatter for `{{ expr }}`: Python's `str(value)`, undefined prints as nothing.
 pub(super) fn write_str_of(out: &mut Output<'_>, value: &Value) -> Result<(), Error> {
     if let Some(s) = value.as_str() {
-        return out.write_str(s).map_err(|_| Error::new(ErrorKind::WriteFailure, "write failed"));
+        return out
+            .write_str(s)
+            .map_err(|_| Error::new(ErrorKind::WriteFailure, "write failed"));
     }
     let mut s = String::new();
     py_str(&mut s, value)?;
-    out.write_str(&s).map_err(|_| Error::new(ErrorKind::WriteFailure, "write failed"))
+    out.write_str(&s)
+        .map_err(|_| Error::new(ErrorKind::WriteFailure, "write failed"))
 }
 
 /// Python's `str(value)`.
@@ -98,7 +104,11 @@ pub(super) fn py_float_repr(f: f64, json: bool) -> String {
         };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     let sci = format!("{f:e}"); // e.g. "1.5e-5", "1e20"
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -117,7 +127,11 @@ pub(super) fn py_float_repr(f: f64, json: bool) -> String {
 }
 
 fn repr_str(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -141,6 +155,43 @@ fn repr_str(out: &mut String, s: &str) {
     out.push(quote);
 }
 
+/// Python's `str.splitlines()` (no ends kept).
+pub(super) fn splitlines(s: &str) -> Vec<&str> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut iter = s.char_indices().peekable();
+    while let Some((i, c)) = iter.next() {
+        let is_break = matches!(
+            c,
+            '\n' | '\r'
+                | '\u{b}'
+                | '\u{c}'
+                | '\u{1c}'
+                | '\u{1d}'
+                | '\u{1e}'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        );
+        if !is_break {
+            continue;
+        }
+        lines.push(&s[start..i]);
+        let mut end = i + c.len_utf8();
+        if c == '\r' {
+            if let Some(&(j, '\n')) = iter.peek() {
+                iter.next();
+                end = j + 1;
+            }
+        }
+        start = end;
+    }
+    if start < s.len() {
+        lines.push(&s[start..]);
+    }
+    lines
+}
+
 /// `indent` argument of `json.dumps`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) enum JsonIndent {
@@ -161,7 +212,10 @@ impl JsonIndent {
             let n = n.clamp(0, 64) as usize;
             return Ok(JsonIndent::Text(" ".repeat(n)));
         }
-        Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an integer, a string or none"))
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: indent must be an integer, a string or none",
+        ))
     }
 }
 
@@ -194,7 +248,12 @@ fn newline(out: &mut String, opts: &JsonOptions, level: usize) {
 }
 
 /// Python's `json.dumps(value, ...)` with transformers' defaults.
-pub(super) fn json_dumps(out: &mut String, value: &Value, opts: &JsonOptions, level: usize) -> Result<(), Error> {
+pub(super) fn json_dumps(
+    out: &mut String,
+    value: &Value,
+    opts: &JsonOptions,
+    level: usize,
+) -> Result<(), Error> {
     if level > MAX_DEPTH {
         return Err(too_deep());
     }
@@ -312,6 +371,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn splitlines_like_python() {
+        assert_eq!(splitlines("a\n\nb\r\nc\rd\n"), vec!["a", "", "b", "c", "d"]);
+        assert_eq!(splitlines(""), Vec::<&str>::new());
+        assert_eq!(splitlines("x"), vec!["x"]);
+    }
+
+    #[test]
     fn floats_like_python() {
         assert_eq!(py_float_repr(1.0, false), "1.0");
         assert_eq!(py_float_repr(0.1, false), "0.1");
@@ -335,9 +401,16 @@ mod tests {
         let mut s = String::new();
         json_dumps(&mut s, &v, &JsonOptions::default(), 0).unwrap();
         assert_eq!(s, "{\"b\": [1, {}], \"a\": \"é\u{7f}\\n\"}");
-        let opts = JsonOptions { indent: JsonIndent::Text("  ".into()), ensure_ascii: true, ..Default::default() };
+        let opts = JsonOptions {
+            indent: JsonIndent::Text("  ".into()),
+            ensure_ascii: true,
+            ..Default::default()
+        };
         let mut s = String::new();
         json_dumps(&mut s, &v, &opts, 0).unwrap();
-        assert_eq!(s, "{\n  \"b\": [\n    1,\n    {}\n  ],\n  \"a\": \"\\u00e9\\u007f\\n\"\n}");
+        assert_eq!(
+            s,
+            "{\n  \"b\": [\n    1,\n    {}\n  ],\n  \"a\": \"\\u00e9\\u007f\\n\"\n}"
+        );
     }
 }

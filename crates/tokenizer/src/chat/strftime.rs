@@ -30,12 +30,23 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const WEEKDAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 
 impl TemplateTime {
     /// The current UTC time.
     pub fn now_utc() -> TemplateTime {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         TemplateTime::from_unix(secs as i64)
     }
 
@@ -122,7 +133,10 @@ impl TemplateTime {
                 'w' => out.push_str(&((weekday + 1) % 7).to_string()),
                 'u' => out.push_str(&(weekday + 1).to_string()),
                 'F' => out.push_str(&format!("{}-{:02}-{:02}", self.year, self.month, self.day)),
-                'T' => out.push_str(&format!("{:02}:{:02}:{:02}", self.hour, self.minute, self.second)),
+                'T' => out.push_str(&format!(
+                    "{:02}:{:02}:{:02}",
+                    self.hour, self.minute, self.second
+                )),
                 'D' => out.push_str(&format!(
                     "{:02}/{:02}/{:02}",
                     self.month,
@@ -174,12 +188,25 @@ mod tests {
 
     #[test]
     fn formats_like_python() {
-        let t = TemplateTime { year: 2024, month: 7, day: 26, hour: 13, minute: 5, second: 9 };
+        let t = TemplateTime {
+            year: 2024,
+            month: 7,
+            day: 26,
+            hour: 13,
+            minute: 5,
+            second: 9,
+        };
         assert_eq!(t.strftime("%Y-%m-%d"), "2024-07-26");
         assert_eq!(t.strftime("%d %b %Y"), "26 Jul 2024");
         assert_eq!(t.strftime("%B %d, %Y"), "July 26, 2024");
-        assert_eq!(t.strftime("%A %a %j %I%p %-d %%"), "Friday Fri 208 01PM 26 %");
+        assert_eq!(
+            t.strftime("%A %a %j %I%p %-d %%"),
+            "Friday Fri 208 01PM 26 %"
+        );
         assert_eq!(TemplateTime::from_unix(1_721_999_109), t);
-        assert_eq!(TemplateTime::from_unix(0).strftime("%F %T %A"), "1970-01-01 00:00:00 Thursday");
+        assert_eq!(
+            TemplateTime::from_unix(0).strftime("%F %T %A"),
+            "1970-01-01 00:00:00 Thursday"
+        );
     }
 }

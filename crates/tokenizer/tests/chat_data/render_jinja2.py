@@ -40,6 +40,21 @@ USER1 = {"role": "user", "content": "What is the capital of France?"}
 ASSISTANT1 = {"role": "assistant", "content": "The capital of France is Paris."}
 USER2 = {"role": "user", "content": "And of Germany? Réponds en « français » ☕"}
 
+# Assistant tool call (arguments as a dict, transformers' convention; a 9-character id because
+# Mistral templates demand one) and the tool's answer.
+ASSISTANT_TOOL_CALL = {
+    "role": "assistant",
+    "content": "",
+    "tool_calls": [
+        {
+            "id": "abc123xyz",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}},
+        }
+    ],
+}
+TOOL_RESULT = {"role": "tool", "tool_call_id": "abc123xyz", "name": "get_weather", "content": "{\"temperature\": 21, \"sky\": \"clear\"}"}
+
 TOOLS = [
     {
         "type": "function",
@@ -132,6 +147,7 @@ def cases(name):
         "chat": (sys_ + [USER1, ASSISTANT1], False, chat_tools, extra),
         "chat_gen": (sys_ + [USER1, ASSISTANT1, USER2], True, chat_tools, extra),
         "tools": (sys_ + [USER1], True, TOOLS, extra),
+        "tool_calls": (sys_ + [USER1, ASSISTANT_TOOL_CALL, TOOL_RESULT], True, TOOLS, extra),
     }
 
 
@@ -152,6 +168,15 @@ def render(env, source, messages, add_generation_prompt, tools, extra):
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def fnv1a64(data):
+    """FNV-1a 64 of the template bytes: lets the Rust test check that the cached template is
+    the one these outputs were made from."""
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
 def main():
     tdir = sys.argv[1]
     strict = make_env(from_json=False)
@@ -169,9 +194,10 @@ def main():
     for fname in sorted(os.listdir(tdir)):
         if not fname.endswith(".jinja"):
             continue
-        with open(os.path.join(tdir, fname), encoding="utf-8") as f:
-            source = f.read()
-        entry = {"cases": {}}
+        with open(os.path.join(tdir, fname), "rb") as f:
+            raw = f.read()
+        source = raw.decode("utf-8")
+        entry = {"source_bytes": len(raw), "source_fnv1a64": fnv1a64(raw), "cases": {}}
         if fname in ADJUSTED:
             entry["adjusted"] = ADJUSTED[fname]["reason"]
         try:
