@@ -135,6 +135,7 @@ fn render(model: &Model, tpl: &ChatTemplate, messages: &[serde_json::Value]) -> 
         eos_token: &piece(tok.eos_id()),
         tools: None,
         extra: None,
+        now: None,
     };
     Ok(tpl.render(&req)?)
 }
@@ -176,7 +177,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             "context: {} tokens, KV cache f16 {:.1} MiB; kernels: {:?}; seed {seed}",
             session.n_ctx(),
             session.kv_bytes() as f64 / 1048576.0,
-            kernels::Isa::detect()
+            kernels::Isa::global()
         );
     }
     let Some(prompt) = a.prompt.clone() else {

@@ -125,7 +125,7 @@ pub fn generate(
     let mut logits = eval_prompt(session, prompt_ids, params.n_batch)?.to_vec();
     out.prompt_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let mut decoder = tokenizer::StreamDecoder::new();
+    let mut decoder = tok.stream_decoder(false);
     // Text decoded but not yet shown because it might begin a stop string.
     let mut pending = String::new();
     let max_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -143,7 +143,7 @@ pub fn generate(
             out.finish_reason = FinishReason::Stop;
             break;
         }
-        pending.push_str(&decoder.push(tok, id));
+        pending.push_str(&decoder.push(id));
         if let Some(cut) = params
             .stop
             .iter()

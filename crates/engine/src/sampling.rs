@@ -182,29 +182,12 @@ impl Sampler {
     }
 }
 
-/// Index of the largest logit (lowest index on ties).
+/// Index of the largest logit (lowest index on ties; NaN never wins).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
+    kernels::argmax(logits).unwrap_or(0)
 }
 
-/// The `k` largest logits, descending, ties broken by lower id.
-pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut v: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-    let k = k.min(v.len());
-    let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-    if k > 0 && k < v.len() {
-        v.select_nth_unstable_by(k - 1, by);
-        v.truncate(k);
-    }
-    v.sort_unstable_by(by);
-    v
-}
+pub use kernels::top_k;
 
 /// log(sum(exp(logits))) in f64.
 pub fn log_sum_exp(logits: &[f32]) -> f64 {

@@ -158,6 +158,7 @@ fn smollm2_chat_case_matches_llama_cpp() {
             eos_token: "<|im_end|>",
             tools: None,
             extra: None,
+        now: None,
         })
         .unwrap();
     assert_eq!(rendered, case["rendered_prompt"].as_str().unwrap());
