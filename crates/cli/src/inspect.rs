@@ -58,7 +58,10 @@ fn is_provenance(key: &str) -> bool {
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
     let f = GgufFile::open(&a.file)?;
-    let arch = f.get_str("general.architecture").unwrap_or("unknown").to_string();
+    let arch = f
+        .get_str("general.architecture")
+        .unwrap_or("unknown")
+        .to_string();
     let n_params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
     let mut mix: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
     for t in f.tensors() {
@@ -87,7 +90,10 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         .collect();
     let tok_model = f.get_str("tokenizer.ggml.model").unwrap_or("none");
     let tok_pre = f.get_str("tokenizer.ggml.pre");
-    let n_vocab = f.get_array("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0);
+    let n_vocab = f
+        .get_array("tokenizer.ggml.tokens")
+        .map(|t| t.len())
+        .unwrap_or(0);
     let template = f.get_str("tokenizer.chat_template");
     let weight_bytes: u64 = f.tensors().iter().map(|t| t.n_bytes).sum();
 
@@ -120,15 +126,34 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
             "tensors": f.tensors().iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.n_bytes, "offset": t.offset})).collect::<Vec<_>>(),
             "metadata": meta,
         });
-        println!("{}", serde_json::to_string_pretty(&out).context("serialising")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).context("serialising")?
+        );
         return Ok(());
     }
 
-    println!("file:          {} ({} bytes, GGUF v{})", a.file.display(), f.len(), f.version());
-    println!("name:          {}", f.get_str("general.name").unwrap_or("-"));
+    println!(
+        "file:          {} ({} bytes, GGUF v{})",
+        a.file.display(),
+        f.len(),
+        f.version()
+    );
+    println!(
+        "name:          {}",
+        f.get_str("general.name").unwrap_or("-")
+    );
     println!("architecture:  {arch}");
-    println!("parameters:    {} ({:.1} M)", n_params, n_params as f64 / 1e6);
-    println!("weights:       {:.1} MiB in {} tensors", weight_bytes as f64 / 1048576.0, f.tensors().len());
+    println!(
+        "parameters:    {} ({:.1} M)",
+        n_params,
+        n_params as f64 / 1e6
+    );
+    println!(
+        "weights:       {:.1} MiB in {} tensors",
+        weight_bytes as f64 / 1048576.0,
+        f.tensors().len()
+    );
     println!("\nhyper-parameters:");
     for (k, v) in &hparams {
         println!("  {:<44} {}", k, v.display_short(6));
@@ -144,7 +169,10 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
             100.0 * *by as f64 / weight_bytes.max(1) as f64
         );
     }
-    println!("\ntokenizer:     {tok_model}{} vocabulary {n_vocab}", tok_pre.map(|p| format!(" (pre {p})")).unwrap_or_default());
+    println!(
+        "\ntokenizer:     {tok_model}{} vocabulary {n_vocab}",
+        tok_pre.map(|p| format!(" (pre {p})")).unwrap_or_default()
+    );
     match template {
         Some(t) => println!("chat template: {} bytes\n{}", t.len(), indent(t, 2)),
         None => println!("chat template: none"),
@@ -161,10 +189,19 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         println!("  {:<44} {}", k, v.display_short(6));
     }
     println!("\ntensors:");
-    println!("  {:<40} {:<6} {:<20} {:>12}", "name", "type", "shape", "bytes");
+    println!(
+        "  {:<40} {:<6} {:<20} {:>12}",
+        "name", "type", "shape", "bytes"
+    );
     let limit = if a.all_tensors { usize::MAX } else { 40 };
     for t in f.tensors().iter().take(limit) {
-        println!("  {:<40} {:<6} {:<20} {:>12}", t.name, t.ty.name(), format!("{:?}", t.dims), t.n_bytes);
+        println!(
+            "  {:<40} {:<6} {:<20} {:>12}",
+            t.name,
+            t.ty.name(),
+            format!("{:?}", t.dims),
+            t.n_bytes
+        );
     }
     if f.tensors().len() > limit {
         println!("  ... {} more (--all-tensors)", f.tensors().len() - limit);
@@ -174,6 +211,14 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
 
 fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
-    s.lines().take(12).map(|l| format!("{pad}{l}")).collect::<Vec<_>>().join("\n")
-        + if s.lines().count() > 12 { "\n  ..." } else { "" }
+    s.lines()
+        .take(12)
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if s.lines().count() > 12 {
+            "\n  ..."
+        } else {
+            ""
+        }
 }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "freehold", version, about = "Own your AI: run open-weight models locally")]
+#[command(
+    name = "freehold",
+    version,
+    about = "Own your AI: run open-weight models locally"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

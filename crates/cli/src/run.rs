@@ -94,15 +94,16 @@ fn pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     let n = match threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
     Ok(Arc::new(ThreadPool::new(n)))
 }
 
 fn load(m: &ModelArgs) -> Result<(Arc<Model>, Session)> {
-    let model = Arc::new(
-        Model::load(&m.model).with_context(|| format!("loading {}", m.model.display()))?,
-    );
+    let model =
+        Arc::new(Model::load(&m.model).with_context(|| format!("loading {}", m.model.display()))?);
     let n_ctx = match m.ctx {
         Some(0) => bail!("--ctx must be at least 1"),
         Some(c) => c,
@@ -188,7 +189,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     } else {
         let (tpl, fallback) = template_for(&model)?;
         if fallback {
-            eprintln!("note: the model has no chat template; using ChatML (--raw for plain completion)");
+            eprintln!(
+                "note: the model has no chat template; using ChatML (--raw for plain completion)"
+            );
         }
         let mut messages = Vec::new();
         if let Some(s) = &a.system {
@@ -250,14 +253,22 @@ pub fn run(a: RunArgs) -> Result<()> {
 
 /// Multi-turn chat on stdin. The KV cache keeps the conversation; each turn only evaluates the
 /// tokens after the longest prefix shared with what is already cached.
-fn chat(a: &RunArgs, model: &Arc<Model>, session: &mut Session, params: &GenerateParams) -> Result<()> {
+fn chat(
+    a: &RunArgs,
+    model: &Arc<Model>,
+    session: &mut Session,
+    params: &GenerateParams,
+) -> Result<()> {
     let (tpl, fallback) = template_for(model)?;
     let interactive = std::io::stdin().is_terminal();
     if fallback {
         eprintln!("note: the model has no chat template; using ChatML");
     }
     if interactive {
-        eprintln!("chat with {} — empty line or Ctrl-D to quit, /reset to start over", a.m.model.display());
+        eprintln!(
+            "chat with {} — empty line or Ctrl-D to quit, /reset to start over",
+            a.m.model.display()
+        );
     }
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
@@ -283,11 +294,22 @@ fn chat(a: &RunArgs, model: &Arc<Model>, session: &mut Session, params: &Generat
             continue;
         }
         messages.push(json!({"role": "user", "content": line}));
-        let ids = model.tokenizer.encode(&render(model, &tpl, &messages)?, true, true);
-        let shared = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
+        let ids = model
+            .tokenizer
+            .encode(&render(model, &tpl, &messages)?, true, true);
+        let shared = cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len().saturating_sub(1));
         session.truncate(shared);
         if ids.len() + 1 > session.n_ctx() {
-            bail!("the conversation is {} tokens, more than the context {} (use --ctx or /reset)", ids.len(), session.n_ctx());
+            bail!(
+                "the conversation is {} tokens, more than the context {} (use --ctx or /reset)",
+                ids.len(),
+                session.n_ctx()
+            );
         }
         let mut out = std::io::stdout().lock();
         let g = engine::generate(session, &ids[shared..], params, |t| {
@@ -307,7 +329,9 @@ fn chat(a: &RunArgs, model: &Arc<Model>, session: &mut Session, params: &Generat
         cached = ids[..shared].to_vec();
         cached.extend_from_slice(&g.prompt_ids);
         cached.extend_from_slice(&g.ids);
-        if g.finish_reason == FinishReason::Length && g.ids.last().is_some_and(|&t| !model.tokenizer.is_eog(t)) {
+        if g.finish_reason == FinishReason::Length
+            && g.ids.last().is_some_and(|&t| !model.tokenizer.is_eog(t))
+        {
             // The reply was cut; the cache holds a token the template will not reproduce.
             cached.pop();
         }
@@ -338,7 +362,11 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 
 pub fn perplexity(a: PerplexityArgs) -> Result<()> {
     let ctx = a.m.ctx.unwrap_or(512);
-    let m = ModelArgs { ctx: Some(ctx), model: a.m.model.clone(), threads: a.m.threads };
+    let m = ModelArgs {
+        ctx: Some(ctx),
+        model: a.m.model.clone(),
+        threads: a.m.threads,
+    };
     let (model, mut session) = load(&m)?;
     let mut text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
@@ -370,7 +398,10 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         );
     } else {
         eprintln!();
-        println!("Final estimate: PPL = {:.4} +/- {:.4}  ({:.1} s)", r.ppl, r.ppl_stderr, secs);
+        println!(
+            "Final estimate: PPL = {:.4} +/- {:.4}  ({:.1} s)",
+            r.ppl, r.ppl_stderr, secs
+        );
     }
     Ok(())
 }

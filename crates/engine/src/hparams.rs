@@ -100,9 +100,8 @@ impl HParams {
                 key: "general.architecture".into(),
                 message: "missing".into(),
             })?;
-        let arch = Arch::from_name(arch_name).ok_or_else(|| {
-            EngineError::UnsupportedArch(arch_name.to_string())
-        })?;
+        let arch = Arch::from_name(arch_name)
+            .ok_or_else(|| EngineError::UnsupportedArch(arch_name.to_string()))?;
         let a = arch_name;
         let req = |k: &str| -> Result<usize, EngineError> {
             let key = format!("{a}.{k}");

@@ -10,7 +10,9 @@ mod perplexity;
 pub mod sampling;
 
 pub use forward::{KvCache, LogitsFor, Session};
-pub use generate::{eval_prompt, generate, FinishReason, GenerateParams, Generation, DEFAULT_BATCH};
+pub use generate::{
+    eval_prompt, generate, FinishReason, GenerateParams, Generation, DEFAULT_BATCH,
+};
 pub use hparams::{Arch, HParams};
 pub use model::{Layer, Model, Tensor, SUPPORTED_TYPES};
 pub use perplexity::{perplexity, PerplexityResult};

@@ -155,11 +155,9 @@ impl Model {
 
     /// A kernel view of a weight matrix.
     pub fn weights(&self, t: &Tensor) -> Result<kernels::Weights<'_>, EngineError> {
-        kernels::Weights::new(t.ty, self.data(t), t.rows, t.cols).map_err(|e| {
-            EngineError::Tensor {
-                name: t.info.name.clone(),
-                message: e.to_string(),
-            }
+        kernels::Weights::new(t.ty, self.data(t), t.rows, t.cols).map_err(|e| EngineError::Tensor {
+            name: t.info.name.clone(),
+            message: e.to_string(),
         })
     }
 

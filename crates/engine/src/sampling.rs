@@ -110,7 +110,8 @@ impl Sampler {
     /// Chooses the next token. `history` is every token so far (prompt and generated).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        let penalize = p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        let penalize =
+            p.repeat_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
         if p.temperature <= 0.0 && !penalize {
             return argmax(logits);
         }
@@ -127,7 +128,11 @@ impl Sampler {
                 if let Some(slot) = c.get_mut(tok as usize) {
                     let l = &mut slot.1;
                     if p.repeat_penalty != 1.0 {
-                        *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                        *l = if *l > 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
                     }
                     *l -= count as f32 * p.frequency_penalty + p.presence_penalty;
                 }
@@ -136,11 +141,21 @@ impl Sampler {
         if p.temperature <= 0.0 {
             return c
                 .iter()
-                .fold((0u32, f32::NEG_INFINITY), |best, &(i, l)| if l > best.1 { (i, l) } else { best })
+                .fold((0u32, f32::NEG_INFINITY), |best, &(i, l)| {
+                    if l > best.1 {
+                        (i, l)
+                    } else {
+                        best
+                    }
+                })
                 .0;
         }
         // Sort descending (ties: lower id first) and cut to top-k.
-        let k = if p.top_k == 0 { c.len() } else { p.top_k.min(c.len()) };
+        let k = if p.top_k == 0 {
+            c.len()
+        } else {
+            p.top_k.min(c.len())
+        };
         let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if k < c.len() {
             c.select_nth_unstable_by(k - 1, by_logit);
@@ -169,7 +184,10 @@ impl Sampler {
         }
         c.truncate(keep);
         let t = p.temperature as f64;
-        let mut weights: Vec<f64> = c.iter().map(|&(_, l)| ((l - max) as f64 / t).exp()).collect();
+        let mut weights: Vec<f64> = c
+            .iter()
+            .map(|&(_, l)| ((l - max) as f64 / t).exp())
+            .collect();
         let total: f64 = weights.iter().sum();
         let mut r = self.rng.next_f64() * total;
         for (i, w) in weights.iter_mut().enumerate() {
@@ -210,7 +228,14 @@ mod tests {
     fn seed_reproduces_and_differs() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         let run = |seed| {
-            let mut s = Sampler::new(SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() });
+            let mut s = Sampler::new(SamplingParams {
+                temperature: 1.5,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed,
+                ..Default::default()
+            });
             (0..50).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
@@ -219,7 +244,12 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy() {
-        let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, seed: 3, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 5.0,
+            top_k: 1,
+            seed: 3,
+            ..Default::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&[0.0, 1.0, 0.5, 0.99], &[]), 1);
         }
@@ -227,14 +257,25 @@ mod tests {
 
     #[test]
     fn repeat_penalty_moves_argmax() {
-        let mut s = Sampler::new(SamplingParams { temperature: 0.0, repeat_penalty: 2.0, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 0.0,
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&[1.0, 1.5], &[1]), 0);
     }
 
     #[test]
     fn min_p_cuts_tail() {
         // With min_p 0.5 only tokens with prob >= half the top survive: token 0 only.
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.5, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        });
         for _ in 0..50 {
             assert_eq!(s.sample(&[5.0, 0.0, 0.0], &[]), 0);
         }
@@ -242,6 +283,9 @@ mod tests {
 
     #[test]
     fn top_k_helper_orders_ties_by_id() {
-        assert_eq!(top_k(&[1.0, 2.0, 2.0, 0.5], 3), vec![(1, 2.0), (2, 2.0), (0, 1.0)]);
+        assert_eq!(
+            top_k(&[1.0, 2.0, 2.0, 0.5], 3),
+            vec![(1, 2.0), (2, 2.0), (0, 1.0)]
+        );
     }
 }

@@ -13,7 +13,9 @@ pub fn cache_dir() -> PathBuf {
     }
     let base = std::env::var("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+        });
     base.join("freehold")
 }
 
@@ -29,7 +31,9 @@ pub fn model_path(file: &str) -> PathBuf {
 }
 
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 pub fn golden(name: &str) -> serde_json::Value {
@@ -45,7 +49,11 @@ pub fn load(file: &str, n_ctx: usize) -> (Arc<Model>, Session) {
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {

@@ -15,7 +15,12 @@ struct Tolerance {
     max: f64,
 }
 
-const QUANTIZED: Tolerance = Tolerance { margin: 0.5, median: 0.25, p90: 0.6, max: 1.5 };
+const QUANTIZED: Tolerance = Tolerance {
+    margin: 0.5,
+    median: 0.25,
+    p90: 0.6,
+    max: 1.5,
+};
 
 /// Teacher-forces every golden case and returns all top-5 logit differences; asserts the
 /// prompt ids and the argmax up to the first near-tie.
@@ -28,10 +33,17 @@ fn check_greedy(file: &str, golden_name: &str, tol: &Tolerance) {
         let prompt_ids = ids(&case["prompt_ids"]);
         let gen_ids = ids(&case["gen_ids"]);
         if let Some(prompt) = case["prompt"].as_str() {
-            assert_eq!(model.tokenizer.encode(prompt, true, true), prompt_ids, "{name}: prompt ids");
+            assert_eq!(
+                model.tokenizer.encode(prompt, true, true),
+                prompt_ids,
+                "{name}: prompt ids"
+            );
         }
         session.truncate(0);
-        let mut logits = session.forward(&prompt_ids, LogitsFor::Last).unwrap().to_vec();
+        let mut logits = session
+            .forward(&prompt_ids, LogitsFor::Last)
+            .unwrap()
+            .to_vec();
         let mut agree = true;
         for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
             let margin = step["margin_top1_top2"].as_f64().unwrap();
@@ -40,7 +52,10 @@ fn check_greedy(file: &str, golden_name: &str, tol: &Tolerance) {
             }
             let ours = engine::sampling::argmax(&logits);
             if agree {
-                assert_eq!(ours, gen_ids[i], "{name} step {i}: argmax (golden margin {margin})");
+                assert_eq!(
+                    ours, gen_ids[i],
+                    "{name} step {i}: argmax (golden margin {margin})"
+                );
             }
             for pair in step["top5"].as_array().unwrap() {
                 let id = pair[0].as_u64().unwrap() as usize;
@@ -48,26 +63,56 @@ fn check_greedy(file: &str, golden_name: &str, tol: &Tolerance) {
                 diffs.push((logits[id] as f64 - want).abs());
             }
             if i + 1 < gen_ids.len() {
-                logits = session.forward(&[gen_ids[i]], LogitsFor::Last).unwrap().to_vec();
+                logits = session
+                    .forward(&[gen_ids[i]], LogitsFor::Last)
+                    .unwrap()
+                    .to_vec();
             }
         }
     }
     diffs.sort_by(f64::total_cmp);
-    let (p50, p90, max) = (quantile(&diffs, 0.5), quantile(&diffs, 0.9), *diffs.last().unwrap());
-    eprintln!("{golden_name}: {} logits, |diff| p50 {p50:.4} p90 {p90:.4} max {max:.4}", diffs.len());
-    assert!(p50 <= tol.median, "{golden_name}: median |logit diff| {p50} > {}", tol.median);
-    assert!(p90 <= tol.p90, "{golden_name}: p90 |logit diff| {p90} > {}", tol.p90);
-    assert!(max <= tol.max, "{golden_name}: max |logit diff| {max} > {}", tol.max);
+    let (p50, p90, max) = (
+        quantile(&diffs, 0.5),
+        quantile(&diffs, 0.9),
+        *diffs.last().unwrap(),
+    );
+    eprintln!(
+        "{golden_name}: {} logits, |diff| p50 {p50:.4} p90 {p90:.4} max {max:.4}",
+        diffs.len()
+    );
+    assert!(
+        p50 <= tol.median,
+        "{golden_name}: median |logit diff| {p50} > {}",
+        tol.median
+    );
+    assert!(
+        p90 <= tol.p90,
+        "{golden_name}: p90 |logit diff| {p90} > {}",
+        tol.p90
+    );
+    assert!(
+        max <= tol.max,
+        "{golden_name}: max |logit diff| {max} > {}",
+        tol.max
+    );
 }
 
 #[test]
 fn smollm2_greedy_matches_llama_cpp() {
-    check_greedy("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-q4_1.greedy.json", &QUANTIZED);
+    check_greedy(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "smollm2-135m-q4_1.greedy.json",
+        &QUANTIZED,
+    );
 }
 
 #[test]
 fn gemma3_greedy_matches_llama_cpp() {
-    check_greedy("gemma-3-270m-q4_k_m.gguf", "gemma3-270m-q4_k_m.greedy.json", &QUANTIZED);
+    check_greedy(
+        "gemma-3-270m-q4_k_m.gguf",
+        "gemma3-270m-q4_k_m.greedy.json",
+        &QUANTIZED,
+    );
 }
 
 #[test]
@@ -82,24 +127,39 @@ fn tiny_llama_logits_match_llama_cpp() {
         let prompt_ids = ids(&case["prompt_ids"]);
         let gen_ids = ids(&case["gen_ids"]);
         assert_eq!(
-            model.tokenizer.encode(case["prompt"].as_str().unwrap(), true, true),
+            model
+                .tokenizer
+                .encode(case["prompt"].as_str().unwrap(), true, true),
             prompt_ids,
             "{name}: prompt ids"
         );
         session.truncate(0);
-        let mut logits = session.forward(&prompt_ids, LogitsFor::Last).unwrap().to_vec();
+        let mut logits = session
+            .forward(&prompt_ids, LogitsFor::Last)
+            .unwrap()
+            .to_vec();
         for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
             for pair in step["top5"].as_array().unwrap() {
                 let id = pair[0].as_u64().unwrap() as usize;
                 let d = (logits[id] as f64 - pair[1].as_f64().unwrap()).abs();
                 worst = worst.max(d);
-                assert!(d <= 2e-3, "{name} step {i} token {id}: logit differs by {d}");
+                assert!(
+                    d <= 2e-3,
+                    "{name} step {i} token {id}: logit differs by {d}"
+                );
             }
             if step["margin_top1_top2"].as_f64().unwrap() > 0.01 {
-                assert_eq!(engine::sampling::argmax(&logits), gen_ids[i], "{name} step {i}: argmax");
+                assert_eq!(
+                    engine::sampling::argmax(&logits),
+                    gen_ids[i],
+                    "{name} step {i}: argmax"
+                );
             }
             if i + 1 < gen_ids.len() {
-                logits = session.forward(&[gen_ids[i]], LogitsFor::Last).unwrap().to_vec();
+                logits = session
+                    .forward(&[gen_ids[i]], LogitsFor::Last)
+                    .unwrap()
+                    .to_vec();
             }
         }
     }
@@ -114,26 +174,45 @@ fn check_perplexity(file: &str, golden_name: &str) {
     }
     let (model, mut session) = load(file, 512);
     let tokens = model.tokenizer.encode(&text, true, false);
-    assert_eq!(tokens, ids(&g["token_ids"]), "{golden_name}: perplexity token ids");
+    assert_eq!(
+        tokens,
+        ids(&g["token_ids"]),
+        "{golden_name}: perplexity token ids"
+    );
     for run in g["runs"].as_array().unwrap() {
         let n_ctx = run["n_ctx"].as_u64().unwrap() as usize;
         let want = run["final_ppl"].as_f64().unwrap();
         let r = engine::perplexity(&mut session, &tokens, n_ctx, |_, _| {}).unwrap();
         assert_eq!(r.n_chunks as u64, run["n_chunks"].as_u64().unwrap());
         let rel = (r.ppl - want).abs() / want;
-        eprintln!("{golden_name} -c {n_ctx}: ppl {:.4} vs llama.cpp {want:.4} ({:.3}%)", r.ppl, rel * 100.0);
-        assert!(rel <= 0.01, "{golden_name} -c {n_ctx}: ppl {} vs {want}: {:.3}% off", r.ppl, rel * 100.0);
+        eprintln!(
+            "{golden_name} -c {n_ctx}: ppl {:.4} vs llama.cpp {want:.4} ({:.3}%)",
+            r.ppl,
+            rel * 100.0
+        );
+        assert!(
+            rel <= 0.01,
+            "{golden_name} -c {n_ctx}: ppl {} vs {want}: {:.3}% off",
+            r.ppl,
+            rel * 100.0
+        );
     }
 }
 
 #[test]
 fn smollm2_perplexity_matches_llama_cpp() {
-    check_perplexity("SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-q4_1.perplexity.json");
+    check_perplexity(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "smollm2-135m-q4_1.perplexity.json",
+    );
 }
 
 #[test]
 fn gemma3_perplexity_matches_llama_cpp() {
-    check_perplexity("gemma-3-270m-q4_k_m.gguf", "gemma3-270m-q4_k_m.perplexity.json");
+    check_perplexity(
+        "gemma-3-270m-q4_k_m.gguf",
+        "gemma3-270m-q4_k_m.perplexity.json",
+    );
 }
 
 #[test]
@@ -158,7 +237,7 @@ fn smollm2_chat_case_matches_llama_cpp() {
             eos_token: "<|im_end|>",
             tools: None,
             extra: None,
-        now: None,
+            now: None,
         })
         .unwrap();
     assert_eq!(rendered, case["rendered_prompt"].as_str().unwrap());
@@ -179,6 +258,8 @@ fn smollm2_chat_case_matches_llama_cpp() {
 fn prompt_longer_than_context_is_an_error_naming_both_numbers() {
     let (_model, mut session) = load("tiny.gguf", 8);
     let prompt: Vec<u32> = (1..20).collect();
-    let err = engine::eval_prompt(&mut session, &prompt, 512).unwrap_err().to_string();
+    let err = engine::eval_prompt(&mut session, &prompt, 512)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("19") && err.contains('8'), "{err}");
 }

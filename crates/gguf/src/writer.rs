@@ -73,7 +73,7 @@ impl<'a> GgufWriter<'a> {
                 ))
             })?;
         let block = tensor.ty.block_size() as u64;
-        if tensor.dims[0] % block != 0 {
+        if !tensor.dims[0].is_multiple_of(block) {
             return Err(bad(format!(
                 "row length {} is not a multiple of the {} block size {block}",
                 tensor.dims[0], tensor.ty

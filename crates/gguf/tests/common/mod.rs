@@ -58,7 +58,7 @@ impl Raw {
     }
     /// Zero padding up to a multiple of `align`.
     pub fn pad(&mut self, align: u64) -> &mut Self {
-        while self.0.len() as u64 % align != 0 {
+        while !(self.0.len() as u64).is_multiple_of(align) {
             self.0.push(0);
         }
         self
