@@ -1,6 +1,7 @@
 //! `freehold`: the command-line front end. Parses arguments, formats output, and reports
 //! errors as one line with a non-zero exit; all real work lives in the library crates.
 
+mod bench;
 mod inspect;
 mod run;
 
@@ -29,6 +30,8 @@ enum Command {
     Tokenize(run::TokenizeArgs),
     /// Measure perplexity over a text file the way llama-perplexity does.
     Perplexity(run::PerplexityArgs),
+    /// Measure prompt and generation speed the way llama-bench does.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Tokenize(a) => run::tokenize(a),
         Command::Perplexity(a) => run::perplexity(a),
+        Command::Bench(a) => bench::bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,7 +119,10 @@ fn template_for(model: &Model) -> Result<(ChatTemplate, bool)> {
             ChatTemplate::new(src).context("the model's chat template")?,
             false,
         )),
-        None => Ok((ChatTemplate::new(tokenizer::chat::CHATML_TEMPLATE)?, true)),
+        None => Ok((
+            ChatTemplate::new(tokenizer::chat::fallback_template_for(model.hp.arch.name()))?,
+            true,
+        )),
     }
 }
 
@@ -139,6 +142,17 @@ fn render(model: &Model, tpl: &ChatTemplate, messages: &[serde_json::Value]) -> 
         now: None,
     };
     Ok(tpl.render(&req)?)
+}
+
+/// Tokenizes a prompt with special-token parsing, adding BOS only if the text (a rendered
+/// template) does not already start with it, so a template's `{{ bos_token }}` is not doubled.
+fn encode_prompt(model: &Model, text: &str) -> Vec<u32> {
+    let tok = &model.tokenizer;
+    let bos_text = tok
+        .bos_id()
+        .map(|b| String::from_utf8_lossy(&tok.token_to_piece(b, true)).into_owned());
+    let has_bos = bos_text.is_some_and(|b| !b.is_empty() && text.starts_with(&b));
+    tok.encode(text, !has_bos, true)
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -190,7 +204,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         let (tpl, fallback) = template_for(&model)?;
         if fallback {
             eprintln!(
-                "note: the model has no chat template; using ChatML (--raw for plain completion)"
+                "note: the model has no chat template; using a built-in {} template (--raw for plain completion)",
+                model.hp.arch.name()
             );
         }
         let mut messages = Vec::new();
@@ -200,7 +215,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         messages.push(json!({"role": "user", "content": prompt}));
         render(&model, &tpl, &messages)?
     };
-    let ids = model.tokenizer.encode(&text, true, true);
+    let ids = encode_prompt(&model, &text);
     if ids.len() > session.n_ctx() {
         bail!(
             "the prompt is {} tokens but the context is {} (use --ctx or a shorter prompt)",
@@ -262,7 +277,10 @@ fn chat(
     let (tpl, fallback) = template_for(model)?;
     let interactive = std::io::stdin().is_terminal();
     if fallback {
-        eprintln!("note: the model has no chat template; using ChatML");
+        eprintln!(
+            "note: the model has no chat template; using a built-in {} template",
+            model.hp.arch.name()
+        );
     }
     if interactive {
         eprintln!(

@@ -42,6 +42,21 @@ pub use strftime::TemplateTime;
 /// when a GGUF lacks `tokenizer.chat_template`.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Fallback for Gemma-family files without a template: Gemma's turn format
+/// (`<start_of_turn>user ... <end_of_turn>`, the assistant role called `model`), with a system
+/// message folded into the first user turn as Gemma's own template does.
+pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}{% if m['role'] == 'system' %}{% set ns.sys = m['content'] + '\\n\\n' %}{% else %}{{ '<start_of_turn>' + ('model' if m['role'] == 'assistant' else m['role']) + '\\n' }}{% if m['role'] == 'user' %}{{ ns.sys }}{% set ns.sys = '' %}{% endif %}{{ m['content'] | trim }}{{ '<end_of_turn>\\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
+/// The built-in template for a model family whose file carries none: Gemma's turn format for
+/// `gemma*` architectures, ChatML otherwise.
+pub fn fallback_template_for(architecture: &str) -> &'static str {
+    if architecture.starts_with("gemma") {
+        GEMMA_TEMPLATE
+    } else {
+        CHATML_TEMPLATE
+    }
+}
+
 /// Name under which the template is compiled; minijinja errors say `(in chat_template:LINE)`.
 const TEMPLATE_NAME: &str = "chat_template";
 
