@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use half::f16;
+use half::slice::HalfBitsSliceExt;
 use kernels::ThreadPool;
 
 use crate::hparams::{Activation, HParams, RopeKind};
@@ -13,11 +14,13 @@ use crate::model::Model;
 use crate::EngineError;
 
 /// Key/value cache of one sequence, f16, laid out `[layer][position][kv_head][head_dim]`.
+/// Stored as raw f16 bits so the zeroed allocation comes from the allocator's zero pages:
+/// memory is only touched (and counted in RSS) as positions are filled.
 pub struct KvCache {
     n_ctx: usize,
     kv_dim: usize,
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    k: Vec<Vec<u16>>,
+    v: Vec<Vec<u16>>,
 }
 
 impl KvCache {
@@ -27,12 +30,26 @@ impl KvCache {
             n_ctx,
             kv_dim,
             k: (0..hp.n_layer)
-                .map(|_| vec![f16::ZERO; n_ctx * kv_dim])
+                .map(|_| vec![0u16; n_ctx * kv_dim])
                 .collect(),
             v: (0..hp.n_layer)
-                .map(|_| vec![f16::ZERO; n_ctx * kv_dim])
+                .map(|_| vec![0u16; n_ctx * kv_dim])
                 .collect(),
         }
+    }
+
+    fn layer(&self, il: usize, len: usize) -> (&[f16], &[f16]) {
+        (
+            self.k[il][..len].reinterpret_cast(),
+            self.v[il][..len].reinterpret_cast(),
+        )
+    }
+
+    fn layer_mut(&mut self, il: usize, range: std::ops::Range<usize>) -> (&mut [f16], &mut [f16]) {
+        (
+            self.k[il][range.clone()].reinterpret_cast_mut(),
+            self.v[il][range].reinterpret_cast_mut(),
+        )
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -83,6 +100,7 @@ pub struct Session {
     pool: Arc<ThreadPool>,
     kv: KvCache,
     n_past: usize,
+    n_logits: usize,
     scratch: Scratch,
 }
 
@@ -94,6 +112,7 @@ impl Session {
             pool,
             kv,
             n_past: 0,
+            n_logits: 0,
             scratch: Scratch::default(),
         }
     }
@@ -113,6 +132,11 @@ impl Session {
 
     pub fn kv_bytes(&self) -> usize {
         self.kv.bytes()
+    }
+
+    /// The logits of the last [`Session::forward`] call (`n_vocab` per requested position).
+    pub fn logits(&self) -> &[f32] {
+        &self.scratch.logits[..self.n_logits * self.model.hp.n_vocab]
     }
 
     /// Forgets positions `n..` (keeps a shared prefix, or empties the cache with 0).
@@ -192,10 +216,10 @@ impl Session {
             };
             kernels::rope_inplace(q, positions, hp.n_head, hd, &rope)?;
             kernels::rope_inplace(k, positions, hp.n_head_kv, hd, &rope)?;
-            let kc = &mut self.kv.k[il][pos0 * kvd..(pos0 + n) * kvd];
+            let (kc, vc) = self.kv.layer_mut(il, pos0 * kvd..(pos0 + n) * kvd);
             kernels::f32_to_f16(k, kc);
-            let vc = &mut self.kv.v[il][pos0 * kvd..(pos0 + n) * kvd];
             kernels::f32_to_f16(v, vc);
+            let (kc, vc) = self.kv.layer(il, (pos0 + n) * kvd);
             let attn = grow(&mut s.attn, n * qd);
             kernels::attention(
                 pool,
@@ -204,8 +228,8 @@ impl Session {
                 hp.n_head,
                 hp.n_head_kv,
                 hd,
-                &self.kv.k[il][..(pos0 + n) * kvd],
-                &self.kv.v[il][..(pos0 + n) * kvd],
+                kc,
+                vc,
                 pos0,
                 la.window,
                 hp.attn_scale,
@@ -249,6 +273,7 @@ impl Session {
         let logits = grow(&mut s.logits, rows * hp.n_vocab);
         kernels::matmul(pool, &model.weights(&model.output)?, xn, rows, logits)?;
         self.n_past += n;
+        self.n_logits = rows;
         Ok(&self.scratch.logits[..rows * hp.n_vocab])
     }
 }

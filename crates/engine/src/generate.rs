@@ -122,7 +122,7 @@ pub fn generate(
         top_logits: Vec::new(),
     };
     let t0 = Instant::now();
-    let mut logits = eval_prompt(session, prompt_ids, params.n_batch)?.to_vec();
+    eval_prompt(session, prompt_ids, params.n_batch)?;
     out.prompt_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut decoder = tok.stream_decoder(false);
@@ -133,10 +133,11 @@ pub fn generate(
         if out.ids.len() >= params.max_tokens {
             break;
         }
+        let logits = session.logits();
         if params.top_logits > 0 {
-            out.top_logits.push(top_k(&logits, params.top_logits));
+            out.top_logits.push(top_k(logits, params.top_logits));
         }
-        let id = sampler.sample(&logits, &history);
+        let id = sampler.sample(logits, &history);
         out.ids.push(id);
         history.push(id);
         if tok.is_eog(id) {
@@ -171,7 +172,7 @@ pub fn generate(
         if out.ids.len() >= params.max_tokens || session.n_past() >= session.n_ctx() {
             break;
         }
-        logits = session.forward(&[id], LogitsFor::Last)?.to_vec();
+        session.forward(&[id], LogitsFor::Last)?;
     }
     if out.finish_reason == FinishReason::Length || !pending.is_empty() {
         pending.push_str(&decoder.flush());

@@ -21,10 +21,13 @@
 mod attention;
 mod dequant;
 mod error;
+mod gemm_q32;
 mod isa;
+mod kquant_dot;
 mod matmul;
 mod ops;
 mod pool;
+mod q8act;
 mod rope;
 mod sampling;
 #[cfg(target_arch = "x86_64")]

@@ -228,6 +228,17 @@ pub(crate) fn matmul_isa(
     if n_tokens == 0 || w.rows == 0 {
         return Ok(());
     }
+    // K-quants: integer dots against activations quantized to Q8_K (`kquant_dot`).
+    if crate::kquant_dot::handles(w.ty) {
+        let (ty, data, rows, cols) = (w.ty, w.data, w.rows, w.cols);
+        crate::kquant_dot::matmul_kq(isa, pool, ty, data, rows, cols, x, n_tokens, out);
+        return Ok(());
+    }
+    // 32-element block formats: integer dots against activations quantized to int8 blocks.
+    if crate::gemm_q32::handles(w.ty) {
+        crate::gemm_q32::matmul_q32(isa, pool, w, x, n_tokens, out);
+        return Ok(());
+    }
     let tile = tile_rows(w.cols);
     let n_tiles = w.rows.div_ceil(tile);
     let out = SyncSlice::new(out);

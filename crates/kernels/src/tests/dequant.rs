@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 /// Offsets of the f16 scale fields in a block of `ty`.
-fn f16_fields(ty: GgmlType) -> &'static [usize] {
+pub(crate) fn f16_fields(ty: GgmlType) -> &'static [usize] {
     use GgmlType as T;
     match ty {
         T::Q4_0 | T::Q5_0 | T::Q8_0 => &[0],

@@ -3,9 +3,11 @@
 
 mod attention;
 mod dequant;
+mod kquant;
 mod matmul;
 mod ops;
 mod pool;
+mod q32;
 mod rope;
 mod sampling;
 

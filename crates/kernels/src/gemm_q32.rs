@@ -1,0 +1,895 @@
+//! Integer matmul for the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0.
+//!
+//! # Math
+//! Activations are quantized once per call to int8 blocks (`q8act`). Every weight format is
+//! read as *unsigned codes* `u` (0..=255) with a per-type offset: the weight value is
+//! `d_w * (u - off) (+ m_w)`, with `off` = 8 (Q4_0), 16 (Q5_0), 128 (Q8_0, whose bytes are
+//! flipped with `^ 0x80`) and 0 (Q4_1, Q5_1, which carry a min `m_w` instead). For one block,
+//!
+//! ```text
+//! Σ w·x ≈ d_w·d_x · (Σ u·q + bias) + m_w · ds,     bias = -off·Σq,  ds = d_x·Σq
+//! ```
+//!
+//! where `Σ u·q + bias` is an exact `i32` (`vpdpbusd` multiplies u8 × i8). The scalar path
+//! evaluates exactly that integer per block, so it is the reference for the SIMD paths, which
+//! differ from it only in the order of the f32 sums.
+//!
+//! # Paths
+//! * **GEMV** (few tokens, and every token count on AVX2/scalar): for each group of 4 weight
+//!   rows, each block is unpacked once into a 256-bit register and multiplied with up to 4
+//!   tokens' activations; streaming the weight rows is what bounds its speed.
+//! * **GEMM** (AVX-512 VNNI, many tokens): tiles of 32 rows are unpacked once into an
+//!   interleaved layout, `[block][16-row half][4-column group]` = 64 bytes holding 4 codes of
+//!   each of 16 rows, so one `vpdpbusd` with a broadcast of 4 activation bytes advances 16
+//!   rows at once and the per-block sums need no horizontal reduction. The micro-kernel keeps
+//!   32 rows x 4 tokens of accumulators in registers. The repacking happens per tile, per
+//!   call, in L1: the weights in memory are never rewritten.
+//! * AVX2 (no VNNI): `vpmaddubsw` + `vpmaddwd`; for Q8_0, whose codes would overflow the i16
+//!   pair sums, the signed bytes are multiplied with the sign trick instead (same integer).
+//!
+//! AVX-512 without VNNI (e.g. Skylake-X) uses the AVX2 bodies.
+
+// The kernels index several register arrays in lockstep by row and token.
+#![allow(clippy::needless_range_loop)]
+
+use crate::matmul::Weights;
+use crate::pool::SyncSlice;
+use crate::q8act::{quantize_acts, with_act, ActQ, QPath, QK};
+use crate::{Isa, ThreadPool};
+use half::f16;
+use quant::GgmlType;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+#[cfg(target_arch = "x86_64")]
+use std::cell::Cell;
+
+/// The types this module multiplies.
+pub(crate) fn handles(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0
+    )
+}
+
+/// Code path for the integer kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Vnni512,
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static V: AtomicU8 = AtomicU8::new(0);
+    match V.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => {
+            let ok = is_x86_feature_detected!("avx512vnni");
+            V.store(1 + ok as u8, Ordering::Relaxed);
+            ok
+        }
+    }
+}
+
+impl Path {
+    /// The best body `isa` allows on this CPU (AVX-512 without VNNI runs the AVX2 bodies).
+    pub(crate) fn for_isa(isa: Isa) -> Path {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if crate::isa::runnable(Isa::Avx512) && has_vnni() => Path::Vnni512,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx2 if crate::isa::runnable(Isa::Avx2) => Path::Avx2,
+            _ => Path::Scalar,
+        }
+    }
+
+    fn qpath(self) -> QPath {
+        match self {
+            Path::Scalar => QPath::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => QPath::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Path::Vnni512 => QPath::Avx512,
+        }
+    }
+}
+
+#[inline(always)]
+fn f16_le(p: &[u8], off: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([p[off], p[off + 1]])).to_f32()
+}
+
+/// One block format, read as unsigned codes with an offset (module docs).
+pub(crate) trait Fmt: 'static {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// `u - OFF` is the signed quant.
+    const OFF: i32;
+    /// Whether blocks carry a min (`+ m_w`).
+    const HAS_MIN: bool;
+    /// Q8_0: the AVX2 path multiplies the signed bytes directly (codes would overflow i16).
+    const SIGNED8: bool = false;
+
+    /// The 32 codes of block `b` (scalar reference).
+    fn codes(b: &[u8]) -> [u8; 32];
+    /// Scale of the block at `p`.
+    #[inline(always)]
+    fn d(b: &[u8]) -> f32 {
+        f16_le(b, 0)
+    }
+    /// Min of the block (only when `HAS_MIN`).
+    #[inline(always)]
+    fn m(b: &[u8]) -> f32 {
+        f16_le(b, 2)
+    }
+
+    /// The 32 codes of the block at `p` in element order (AVX-512 BW/VL available).
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn codes_512(p: *const u8) -> __m256i;
+    /// As `codes_512` with AVX2 only; for `SIGNED8` formats, the raw signed bytes.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn codes_avx2(p: *const u8) -> __m256i;
+}
+
+/// `[lo nibbles | hi nibbles]` of 16 bytes at `p` as 32 bytes in element order.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let q = _mm_loadu_si128(p as *const __m128i);
+    let v = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
+    _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+}
+
+/// Bit 4 of each of 32 bytes from bit `j` of `qh` (AVX2 only).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn high_bits_avx2(qh: u32) -> __m256i {
+    let v = _mm256_set1_epi32(qh as i32);
+    // Byte j takes byte j / 8 of qh, then tests bit j % 8.
+    let sh = _mm256_shuffle_epi8(
+        v,
+        _mm256_setr_epi64x(
+            0x0000_0000_0000_0000,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let hit = _mm256_cmpeq_epi8(_mm256_and_si256(sh, bits), bits);
+    _mm256_and_si256(hit, _mm256_set1_epi8(0x10))
+}
+
+#[inline(always)]
+fn nib_codes(qs: &[u8], qh: u32) -> [u8; 32] {
+    let mut u = [0u8; 32];
+    for j in 0..16 {
+        u[j] = (qs[j] & 0xF) | ((((qh >> j) & 1) as u8) << 4);
+        u[j + 16] = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    u
+}
+
+#[inline(always)]
+fn qh_of(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+pub(crate) struct Q4_0;
+pub(crate) struct Q4_1;
+pub(crate) struct Q5_0;
+pub(crate) struct Q5_1;
+pub(crate) struct Q8_0;
+
+impl Fmt for Q4_0 {
+    const BYTES: usize = 18;
+    const OFF: i32 = 8;
+    const HAS_MIN: bool = false;
+    fn codes(b: &[u8]) -> [u8; 32] {
+        nib_codes(&b[2..18], 0)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_512(p: *const u8) -> __m256i {
+        nibbles(p.add(2))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_avx2(p: *const u8) -> __m256i {
+        nibbles(p.add(2))
+    }
+}
+
+impl Fmt for Q4_1 {
+    const BYTES: usize = 20;
+    const OFF: i32 = 0;
+    const HAS_MIN: bool = true;
+    fn codes(b: &[u8]) -> [u8; 32] {
+        nib_codes(&b[4..20], 0)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_512(p: *const u8) -> __m256i {
+        nibbles(p.add(4))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_avx2(p: *const u8) -> __m256i {
+        nibbles(p.add(4))
+    }
+}
+
+impl Fmt for Q5_0 {
+    const BYTES: usize = 22;
+    const OFF: i32 = 16;
+    const HAS_MIN: bool = false;
+    fn codes(b: &[u8]) -> [u8; 32] {
+        nib_codes(&b[6..22], qh_of(b, 2))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_512(p: *const u8) -> __m256i {
+        let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
+        _mm256_or_si256(
+            nibbles(p.add(6)),
+            _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)),
+        )
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_avx2(p: *const u8) -> __m256i {
+        let qh = std::ptr::read_unaligned(p.add(2) as *const u32);
+        _mm256_or_si256(nibbles(p.add(6)), high_bits_avx2(qh))
+    }
+}
+
+impl Fmt for Q5_1 {
+    const BYTES: usize = 24;
+    const OFF: i32 = 0;
+    const HAS_MIN: bool = true;
+    fn codes(b: &[u8]) -> [u8; 32] {
+        nib_codes(&b[8..24], qh_of(b, 4))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_512(p: *const u8) -> __m256i {
+        let qh = std::ptr::read_unaligned(p.add(4) as *const u32);
+        _mm256_or_si256(
+            nibbles(p.add(8)),
+            _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)),
+        )
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_avx2(p: *const u8) -> __m256i {
+        let qh = std::ptr::read_unaligned(p.add(4) as *const u32);
+        _mm256_or_si256(nibbles(p.add(8)), high_bits_avx2(qh))
+    }
+}
+
+impl Fmt for Q8_0 {
+    const BYTES: usize = 34;
+    const OFF: i32 = 128;
+    const HAS_MIN: bool = false;
+    const SIGNED8: bool = true;
+    fn codes(b: &[u8]) -> [u8; 32] {
+        std::array::from_fn(|j| b[2 + j] ^ 0x80)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_512(p: *const u8) -> __m256i {
+        let raw = _mm256_loadu_si256(p.add(2) as *const __m256i);
+        _mm256_xor_si256(raw, _mm256_set1_epi8(-128))
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn codes_avx2(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.add(2) as *const __m256i)
+    }
+}
+
+/// The offset a type's codes carry (what the activation `bias` is built with).
+fn type_off(ty: GgmlType) -> i32 {
+    match ty {
+        GgmlType::Q4_0 => Q4_0::OFF,
+        GgmlType::Q5_0 => Q5_0::OFF,
+        GgmlType::Q8_0 => Q8_0::OFF,
+        _ => 0,
+    }
+}
+
+/// What every row job reads.
+struct Ctx<'a, 'b> {
+    w: &'b Weights<'a>,
+    a: &'b ActQ,
+    out: &'b SyncSlice<'b, f32>,
+}
+
+impl Ctx<'_, '_> {
+    /// Writes `v` to `out[t * rows + r]`.
+    ///
+    /// # Safety
+    /// Only the job that owns row `r` writes it (row ranges of jobs are disjoint).
+    #[inline(always)]
+    unsafe fn put(&self, t: usize, r: usize, v: f32) {
+        self.out.slice_mut(t * self.w.rows() + r, 1)[0] = v;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar reference.
+
+/// The exact integer `Σ u·q + bias` of one block.
+#[inline(always)]
+pub(crate) fn block_idot(u: &[u8; 32], q: &[i8], bias: i32) -> i32 {
+    u.iter()
+        .zip(q)
+        .map(|(&u, &q)| u as i32 * q as i32)
+        .sum::<i32>()
+        + bias
+}
+
+fn gemv_scalar<F: Fmt>(c: &Ctx, r0: usize, r1: usize) {
+    let (a, w) = (c.a, c.w);
+    for r in r0..r1 {
+        let row = w.row(r);
+        for t in 0..a.n_tokens {
+            let (mut acc, mut macc) = (0.0f32, 0.0f32);
+            for b in 0..a.nb {
+                let blk = &row[b * F::BYTES..(b + 1) * F::BYTES];
+                let i = t * a.nb + b;
+                let idot = block_idot(
+                    &F::codes(blk),
+                    &a.qs[t * a.cols + b * QK..][..QK],
+                    a.bias[i],
+                );
+                let [dx, ds] = a.dd[i];
+                acc += (F::d(blk) * dx) * idot as f32;
+                if F::HAS_MIN {
+                    macc += F::m(blk) * ds;
+                }
+            }
+            // SAFETY: rows `r0..r1` belong to this job.
+            unsafe { c.put(t, r, acc + macc) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIMD helpers.
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = std::ptr::read_unaligned(p as *const u16);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn hsum256(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// The block dot's 8 i32 partial sums (their total is `Σ u·q + bias`) for one body.
+#[cfg(target_arch = "x86_64")]
+trait IDot {
+    /// Codes of the block at `p` (as this body wants them).
+    unsafe fn codes<F: Fmt>(p: *const u8) -> __m256i;
+    /// Partial sums of `codes · x + bias` (bias in lane 0).
+    unsafe fn idot<F: Fmt>(u: __m256i, x: __m256i, bias: i32) -> __m256i;
+}
+
+#[cfg(target_arch = "x86_64")]
+struct VnniDot;
+#[cfg(target_arch = "x86_64")]
+impl IDot for VnniDot {
+    #[inline(always)]
+    unsafe fn codes<F: Fmt>(p: *const u8) -> __m256i {
+        F::codes_512(p)
+    }
+    #[inline(always)]
+    unsafe fn idot<F: Fmt>(u: __m256i, x: __m256i, bias: i32) -> __m256i {
+        let acc = if F::OFF != 0 {
+            _mm256_zextsi128_si256(_mm_cvtsi32_si128(bias))
+        } else {
+            _mm256_setzero_si256()
+        };
+        _mm256_dpbusd_epi32(acc, u, x)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2Dot;
+#[cfg(target_arch = "x86_64")]
+impl IDot for Avx2Dot {
+    #[inline(always)]
+    unsafe fn codes<F: Fmt>(p: *const u8) -> __m256i {
+        F::codes_avx2(p)
+    }
+    #[inline(always)]
+    unsafe fn idot<F: Fmt>(u: __m256i, x: __m256i, bias: i32) -> __m256i {
+        let ones = _mm256_set1_epi16(1);
+        if F::SIGNED8 {
+            // u holds the signed weights: |w| * (x with w's sign) = w * x, no i16 overflow
+            // (|w| <= 128, |x| <= 127). The bias (for the offset codes) is not needed.
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(x, u));
+            _mm256_madd_epi16(p, ones)
+        } else {
+            // Codes <= 31: pair sums <= 2 * 31 * 127, no i16 saturation.
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones);
+            if F::OFF != 0 {
+                _mm256_add_epi32(p, _mm256_zextsi128_si256(_mm_cvtsi32_si128(bias)))
+            } else {
+                p
+            }
+        }
+    }
+}
+
+/// `R` rows (1 or 4) from `r0` times tokens `t0..t0 + T`.
+///
+/// With 4 rows, the block headers of the 4 rows (`d`, and `m` or 2 unrelated bytes) are
+/// converted together: `[d0 m0 d1 m1 d2 m2 d3 m3] * [dx ds dx ds ..]` gives every row's scale
+/// (broadcast from its lane) and, summed over blocks, every row's min term at once.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gemv_block<F: Fmt, D: IDot, const R: usize, const T: usize>(
+    c: &Ctx,
+    r0: usize,
+    t0: usize,
+) {
+    let (a, w) = (c.a, c.w);
+    let rb = w.row_bytes();
+    let base = w.data().as_ptr().add(r0 * rb);
+    let (qs, add, ab) = (a.qs.as_ptr(), a.dd.as_ptr(), a.bias.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut macc = [_mm256_setzero_ps(); T];
+    let lane: [__m256i; 4] = std::array::from_fn(|r| _mm256_set1_epi32(2 * r as i32));
+    for b in 0..a.nb {
+        let mut xv = [_mm256_setzero_si256(); T];
+        let mut sx = [_mm256_setzero_ps(); T];
+        let mut bias = [0i32; T];
+        for t in 0..T {
+            let i = (t0 + t) * a.nb + b;
+            xv[t] = _mm256_loadu_si256(qs.add((t0 + t) * a.cols + b * QK) as *const __m256i);
+            sx[t] = _mm256_castpd_ps(_mm256_broadcast_sd(&*(add.add(i) as *const f64)));
+            bias[t] = *ab.add(i);
+        }
+        let p = base.add(b * F::BYTES);
+        if b % 2 == 0 && b + 8 < a.nb {
+            for r in 0..R {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(r * rb + 8 * F::BYTES) as *const i8);
+            }
+        }
+        if R == 4 {
+            let h = |r: usize| std::ptr::read_unaligned(p.add(r * rb) as *const i32);
+            let hv = _mm256_cvtph_ps(_mm_setr_epi32(h(0), h(1), h(2), h(3)));
+            let mut prod = [_mm256_setzero_ps(); T];
+            for t in 0..T {
+                prod[t] = _mm256_mul_ps(hv, sx[t]);
+                if F::HAS_MIN {
+                    macc[t] = _mm256_add_ps(macc[t], prod[t]);
+                }
+            }
+            for r in 0..R {
+                let u = D::codes::<F>(p.add(r * rb));
+                for t in 0..T {
+                    let i = D::idot::<F>(u, xv[t], bias[t]);
+                    let s = _mm256_permutevar8x32_ps(prod[t], lane[r]);
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, acc[r][t]);
+                }
+            }
+        } else {
+            let dw = f16_at(p);
+            let mw = if F::HAS_MIN { f16_at(p.add(2)) } else { 0.0 };
+            let u = D::codes::<F>(p);
+            for t in 0..T {
+                let [dx, ds] = *add.add((t0 + t) * a.nb + b);
+                let i = D::idot::<F>(u, xv[t], bias[t]);
+                acc[0][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw * dx), acc[0][t]);
+                if F::HAS_MIN {
+                    macc[t] = _mm256_add_ps(macc[t], _mm256_set1_ps(mw * ds));
+                }
+            }
+        }
+    }
+    for t in 0..T {
+        let mut m = [0.0f32; 8];
+        _mm256_storeu_ps(m.as_mut_ptr(), macc[t]);
+        for r in 0..R {
+            let mr = if !F::HAS_MIN {
+                0.0
+            } else if R == 4 {
+                m[2 * r + 1]
+            } else {
+                m[0]
+            };
+            c.put(t0 + t, r0 + r, hsum256(acc[r][t]) + mr);
+        }
+    }
+}
+
+/// Rows `r0..r1` times every token, 4 rows x up to 4 tokens at a time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gemv_rows<F: Fmt, D: IDot>(c: &Ctx, r0: usize, r1: usize) {
+    let n = c.a.n_tokens;
+    let mut r = r0;
+    while r < r1 {
+        let four = r + 4 <= r1;
+        let mut t = 0;
+        while t < n {
+            let k = (n - t).min(4);
+            match (four, k) {
+                (true, 4) => gemv_block::<F, D, 4, 4>(c, r, t),
+                (true, 3) => gemv_block::<F, D, 4, 3>(c, r, t),
+                (true, 2) => gemv_block::<F, D, 4, 2>(c, r, t),
+                (true, _) => gemv_block::<F, D, 4, 1>(c, r, t),
+                (false, 4) => gemv_block::<F, D, 1, 4>(c, r, t),
+                (false, 3) => gemv_block::<F, D, 1, 3>(c, r, t),
+                (false, 2) => gemv_block::<F, D, 1, 2>(c, r, t),
+                (false, _) => gemv_block::<F, D, 1, 1>(c, r, t),
+            }
+            t += k;
+        }
+        r += if four { 4 } else { 1 };
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemv_vnni<F: Fmt>(c: &Ctx, r0: usize, r1: usize) {
+    gemv_rows::<F, VnniDot>(c, r0, r1)
+}
+
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_avx2<F: Fmt>(c: &Ctx, r0: usize, r1: usize) {
+    gemv_rows::<F, Avx2Dot>(c, r0, r1)
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM (AVX-512 VNNI): interleaved tiles.
+
+/// Rows per GEMM tile (two 16-lane halves).
+#[cfg(target_arch = "x86_64")]
+const TILE: usize = 32;
+/// Tokens per micro-kernel call.
+#[cfg(target_arch = "x86_64")]
+const TT: usize = 4;
+
+/// 64 bytes, aligned, the unit of the tile buffer.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Per-thread tile buffer: grows to the largest tile seen, then is reused.
+    static TILE_BUF: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Lines per tile: per block, 2 halves x 8 code lines + 2 scale lines + 2 min lines.
+const LINES_PER_BLOCK: usize = 2 * 8 + 2 + 2;
+
+/// Index tables for the 16 x 8 dword transpose (see `transpose`).
+#[cfg(target_arch = "x86_64")]
+const fn tr_idx(stage: usize, h: usize) -> [i32; 16] {
+    let mut out = [0i32; 16];
+    let mut l = 0;
+    while l < 16 {
+        out[l] = match stage {
+            // lane gl*4 + rl <- reg (rl / 2), lane (rl % 2) * 8 + gl + 4h
+            1 => {
+                let (gl, rl) = (l / 4, l % 4);
+                (rl / 2) * 16 + (rl % 2) * 8 + gl + 4 * h
+            }
+            // lane gl2*8 + rl <- reg (rl / 4), lane (2h + gl2) * 4 + rl % 4
+            2 => {
+                let (gl2, rl) = (l / 8, l % 8);
+                (rl / 4) * 16 + (2 * h + gl2) * 4 + rl % 4
+            }
+            // lane r <- reg (r / 8), lane h * 8 + r % 8
+            _ => (l / 8) * 16 + h * 8 + l % 8,
+        } as i32;
+        l += 1;
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+const TR: [[[i32; 16]; 2]; 3] = [
+    [tr_idx(1, 0), tr_idx(1, 1)],
+    [tr_idx(2, 0), tr_idx(2, 1)],
+    [tr_idx(3, 0), tr_idx(3, 1)],
+];
+
+/// Transposes 16 rows x 8 dwords: in `a[i]`, lanes 0..8 are row 2i and lanes 8..16 row 2i+1;
+/// on return `a[g]` lane r is dword g of row r.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose(a: &mut [__m512i; 8]) {
+    let ld = |t: &[i32; 16]| _mm512_loadu_si512(t.as_ptr() as *const _);
+    let (i10, i11) = (ld(&TR[0][0]), ld(&TR[0][1]));
+    let (i20, i21) = (ld(&TR[1][0]), ld(&TR[1][1]));
+    let (i30, i31) = (ld(&TR[2][0]), ld(&TR[2][1]));
+    // Stage 1: b[j][h] holds rows 4j..4j+4, g = 4h + gl at lane gl*4 + rl.
+    let mut b = [[_mm512_setzero_si512(); 2]; 4];
+    for j in 0..4 {
+        b[j][0] = _mm512_permutex2var_epi32(a[2 * j], i10, a[2 * j + 1]);
+        b[j][1] = _mm512_permutex2var_epi32(a[2 * j], i11, a[2 * j + 1]);
+    }
+    // Stage 2: c[k][h][h2] holds rows 8k..8k+8, g = 4h + 2h2 + gl2 at lane gl2*8 + rl.
+    let mut c = [[[_mm512_setzero_si512(); 2]; 2]; 2];
+    for k in 0..2 {
+        for h in 0..2 {
+            c[k][h][0] = _mm512_permutex2var_epi32(b[2 * k][h], i20, b[2 * k + 1][h]);
+            c[k][h][1] = _mm512_permutex2var_epi32(b[2 * k][h], i21, b[2 * k + 1][h]);
+        }
+    }
+    // Stage 3: a[g] lane r.
+    for h in 0..2 {
+        for h2 in 0..2 {
+            let g = 4 * h + 2 * h2;
+            a[g] = _mm512_permutex2var_epi32(c[0][h][h2], i30, c[1][h][h2]);
+            a[g + 1] = _mm512_permutex2var_epi32(c[0][h][h2], i31, c[1][h][h2]);
+        }
+    }
+}
+
+/// Unpacks rows `r0..r0 + nr` (nr <= 32; missing rows are zero blocks with scale 0) into
+/// `buf`: for block `b`, lines `b*20 + h*8 + g` (codes of half h, column group g), then
+/// `b*20 + 16 + h` (16 f32 scales of half h) and `b*20 + 18 + h` (mins).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn pack_tile<F: Fmt>(w: &Weights, r0: usize, nr: usize, buf: *mut Line) {
+    static ZERO: [u8; 64] = [0; 64];
+    let nb = w.cols() / QK;
+    let rb = w.row_bytes();
+    let mut ptrs = [ZERO.as_ptr(); TILE];
+    let mut step = [0usize; TILE];
+    for i in 0..nr {
+        ptrs[i] = w.data().as_ptr().add((r0 + i) * rb);
+        step[i] = F::BYTES;
+    }
+    for b in 0..nb {
+        let lines = buf.add(b * LINES_PER_BLOCK);
+        for h in 0..2 {
+            let mut a = [_mm512_setzero_si512(); 8];
+            let mut dbits = [0u16; 16];
+            let mut mbits = [0u16; 16];
+            for (i, ai) in a.iter_mut().enumerate() {
+                let (ra, rb_) = (16 * h + 2 * i, 16 * h + 2 * i + 1);
+                let pa = ptrs[ra].add(b * step[ra]);
+                let pb = ptrs[rb_].add(b * step[rb_]);
+                let ua = F::codes_512(pa);
+                let ub = F::codes_512(pb);
+                *ai = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ua), ub);
+                dbits[2 * i] = std::ptr::read_unaligned(pa as *const u16);
+                dbits[2 * i + 1] = std::ptr::read_unaligned(pb as *const u16);
+                if F::HAS_MIN {
+                    mbits[2 * i] = std::ptr::read_unaligned(pa.add(2) as *const u16);
+                    mbits[2 * i + 1] = std::ptr::read_unaligned(pb.add(2) as *const u16);
+                }
+            }
+            transpose(&mut a);
+            for (g, ag) in a.iter().enumerate() {
+                _mm512_store_si512(lines.add(h * 8 + g) as *mut _, *ag);
+            }
+            let dv = _mm512_cvtph_ps(_mm256_loadu_si256(dbits.as_ptr() as *const __m256i));
+            _mm512_store_ps(lines.add(16 + h) as *mut f32, dv);
+            if F::HAS_MIN {
+                let mv = _mm512_cvtph_ps(_mm256_loadu_si256(mbits.as_ptr() as *const __m256i));
+                _mm512_store_ps(lines.add(18 + h) as *mut f32, mv);
+            }
+        }
+    }
+}
+
+/// Tokens `t0..t0 + T` times the packed tile of rows `r0..r0 + nr`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gemm_micro<F: Fmt, const T: usize>(
+    c: &Ctx,
+    buf: *const Line,
+    r0: usize,
+    nr: usize,
+    t0: usize,
+) {
+    let a = c.a;
+    let (nb, cols) = (a.nb, a.cols);
+    let (qs, add, ab) = (a.qs.as_ptr(), a.dd.as_ptr(), a.bias.as_ptr());
+    let mut facc = [[_mm512_setzero_ps(); T]; 2];
+    for b in 0..nb {
+        let lines = buf.add(b * LINES_PER_BLOCK);
+        let mut iacc = [[_mm512_setzero_si512(); T]; 2];
+        if F::OFF != 0 {
+            for t in 0..T {
+                let bias = _mm512_set1_epi32(*ab.add((t0 + t) * nb + b));
+                iacc[0][t] = bias;
+                iacc[1][t] = bias;
+            }
+        }
+        for g in 0..8 {
+            let w0 = _mm512_load_si512(lines.add(g) as *const _);
+            let w1 = _mm512_load_si512(lines.add(8 + g) as *const _);
+            for t in 0..T {
+                let xp = qs.add((t0 + t) * cols + b * QK + 4 * g);
+                let xb = _mm512_set1_epi32(std::ptr::read_unaligned(xp as *const i32));
+                iacc[0][t] = _mm512_dpbusd_epi32(iacc[0][t], w0, xb);
+                iacc[1][t] = _mm512_dpbusd_epi32(iacc[1][t], w1, xb);
+            }
+        }
+        let d0 = _mm512_load_ps(lines.add(16) as *const f32);
+        let d1 = _mm512_load_ps(lines.add(17) as *const f32);
+        for t in 0..T {
+            let dx = _mm512_set1_ps((*add.add((t0 + t) * nb + b))[0]);
+            facc[0][t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(iacc[0][t]),
+                _mm512_mul_ps(d0, dx),
+                facc[0][t],
+            );
+            facc[1][t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(iacc[1][t]),
+                _mm512_mul_ps(d1, dx),
+                facc[1][t],
+            );
+        }
+        if F::HAS_MIN {
+            let m0 = _mm512_load_ps(lines.add(18) as *const f32);
+            let m1 = _mm512_load_ps(lines.add(19) as *const f32);
+            for t in 0..T {
+                let s = _mm512_set1_ps((*add.add((t0 + t) * nb + b))[1]);
+                facc[0][t] = _mm512_fmadd_ps(m0, s, facc[0][t]);
+                facc[1][t] = _mm512_fmadd_ps(m1, s, facc[1][t]);
+            }
+        }
+    }
+    let rows = c.w.rows();
+    for h in 0..2 {
+        let lo = 16 * h;
+        if lo >= nr {
+            break;
+        }
+        let n = (nr - lo).min(16);
+        let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+        for t in 0..T {
+            // SAFETY: rows `r0..r0 + nr` belong to this job; `n` lanes are in bounds.
+            let o = c.out.slice_mut((t0 + t) * rows + r0 + lo, n);
+            _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, facc[h][t]);
+        }
+    }
+}
+
+/// Packs the tile of rows `r0..r0 + nr` into `buf` and multiplies it with every token.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `buf` holds at least
+/// `nb * LINES_PER_BLOCK` lines; rows `r0..r0 + nr` belong to the calling job.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm_tile_vnni<F: Fmt>(c: &Ctx, r0: usize, nr: usize, buf: *mut Line) {
+    pack_tile::<F>(c.w, r0, nr, buf);
+    let n = c.a.n_tokens;
+    let mut t = 0;
+    while t + TT <= n {
+        gemm_micro::<F, TT>(c, buf, r0, nr, t);
+        t += TT;
+    }
+    match n - t {
+        3 => gemm_micro::<F, 3>(c, buf, r0, nr, t),
+        2 => gemm_micro::<F, 2>(c, buf, r0, nr, t),
+        1 => gemm_micro::<F, 1>(c, buf, r0, nr, t),
+        _ => {}
+    }
+}
+
+/// Token count from which the AVX-512 VNNI path uses the tiled GEMM instead of the GEMV.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const GEMM_MIN_TOKENS: usize = 6;
+
+/// Runs the whole product for format `F` on `path`.
+fn run<F: Fmt>(path: Path, pool: &ThreadPool, c: &Ctx) {
+    let rows = c.w.rows();
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Vnni512 && c.a.n_tokens >= GEMM_MIN_TOKENS {
+        let n_tiles = rows.div_ceil(TILE);
+        let lines = c.a.nb * LINES_PER_BLOCK;
+        pool.for_each_chunk(n_tiles, 1, |tiles| {
+            let mut buf = TILE_BUF.with(Cell::take);
+            if buf.len() < lines {
+                buf.resize(lines, Line([0; 64]));
+            }
+            for tile in tiles {
+                let r0 = tile * TILE;
+                // SAFETY: `Path::Vnni512` is chosen only when the CPU has these features;
+                // `buf` is large enough; tiles are disjoint row ranges, one job each.
+                unsafe { gemm_tile_vnni::<F>(c, r0, TILE.min(rows - r0), buf.as_mut_ptr()) };
+            }
+            TILE_BUF.with(|b| b.set(buf));
+        });
+        return;
+    }
+    // GEMV: chunks of rows (multiples of 4) sized so that each thread gets several.
+    let n_threads = pool.n_threads().max(1);
+    let chunk = (rows / (8 * n_threads)).clamp(16, 256) & !3;
+    pool.for_each_chunk(rows.div_ceil(chunk), 1, |chunks| {
+        for ch in chunks {
+            let r0 = ch * chunk;
+            let r1 = (r0 + chunk).min(rows);
+            match path {
+                // SAFETY: the path was chosen for this CPU; row ranges are disjoint.
+                #[cfg(target_arch = "x86_64")]
+                Path::Vnni512 => unsafe { gemv_vnni::<F>(c, r0, r1) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Path::Avx2 => unsafe { gemv_avx2::<F>(c, r0, r1) },
+                Path::Scalar => gemv_scalar::<F>(c, r0, r1),
+            }
+        }
+    });
+}
+
+/// `out[t * rows + r] = Σ W[r]·x[t]` for the 32-element block formats (`handles(w.ty())`),
+/// with shapes already validated by the caller.
+pub(crate) fn matmul_q32(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &Weights,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    matmul_q32_path(Path::for_isa(isa), pool, w, x, n_tokens, out)
+}
+
+/// [`matmul_q32`] on an explicit path (tests force GEMV or GEMM through `n_tokens`).
+pub(crate) fn matmul_q32_path(
+    path: Path,
+    pool: &ThreadPool,
+    w: &Weights,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(handles(w.ty()));
+    if n_tokens == 0 || w.rows() == 0 {
+        return;
+    }
+    let out = SyncSlice::new(out);
+    with_act(|a| {
+        quantize_acts(
+            path.qpath(),
+            pool,
+            x,
+            n_tokens,
+            w.cols(),
+            type_off(w.ty()),
+            a,
+        );
+        let c = Ctx { w, a, out: &out };
+        match w.ty() {
+            GgmlType::Q4_0 => run::<Q4_0>(path, pool, &c),
+            GgmlType::Q4_1 => run::<Q4_1>(path, pool, &c),
+            GgmlType::Q5_0 => run::<Q5_0>(path, pool, &c),
+            GgmlType::Q5_1 => run::<Q5_1>(path, pool, &c),
+            GgmlType::Q8_0 => run::<Q8_0>(path, pool, &c),
+            _ => unreachable!("matmul_q32: unsupported type"),
+        }
+    });
+}
