@@ -259,11 +259,11 @@ fn run_once(s: &mut Session, t: &Test, prompt: &[u32], gen: &[u32]) -> Result<u6
     let start = Instant::now();
     if t.n_prompt > 0 {
         s.forward(prompt, LogitsFor::Last)
-            .with_context(|| format!("{}", t.name()))?;
+            .with_context(|| t.name())?;
     }
     for &id in gen {
         s.forward(&[id], LogitsFor::Last)
-            .with_context(|| format!("{}", t.name()))?;
+            .with_context(|| t.name())?;
     }
     Ok(start.elapsed().as_nanos() as u64)
 }
