@@ -243,15 +243,34 @@ fn smollm2_chat_case_matches_llama_cpp() {
     assert_eq!(rendered, case["rendered_prompt"].as_str().unwrap());
     let prompt_ids = model.tokenizer.encode(&rendered, true, true);
     assert_eq!(prompt_ids, ids(&case["prompt_ids"]));
-    let params = engine::GenerateParams {
-        max_tokens: 64,
-        sampling: engine::SamplingParams::greedy(),
-        ..Default::default()
-    };
-    let out = engine::generate(&mut session, &prompt_ids, &params, |_| {}).unwrap();
-    assert_eq!(out.ids, ids(&case["gen_ids"]));
-    assert_eq!(out.text, case["text"].as_str().unwrap());
-    assert_eq!(out.finish_reason, engine::FinishReason::Stop);
+    // Its first step is a near-tie (golden margin 0.13): hold the logits, teacher-forced, to the
+    // same tolerances as the greedy cases, and the argmax only where the margin is above 0.5.
+    let gen_ids = ids(&case["gen_ids"]);
+    session.truncate(0);
+    session.forward(&prompt_ids, LogitsFor::Last).unwrap();
+    let mut diffs = Vec::new();
+    for (i, step) in case["steps"].as_array().unwrap().iter().enumerate() {
+        let logits = session.logits();
+        if step["margin_top1_top2"].as_f64().unwrap() > QUANTIZED.margin {
+            assert_eq!(
+                engine::sampling::argmax(logits),
+                gen_ids[i],
+                "chat step {i}"
+            );
+        }
+        for pair in step["top5"].as_array().unwrap() {
+            let id = pair[0].as_u64().unwrap() as usize;
+            diffs.push((logits[id] as f64 - pair[1].as_f64().unwrap()).abs());
+        }
+        if i + 1 < gen_ids.len() {
+            session.forward(&[gen_ids[i]], LogitsFor::Last).unwrap();
+        }
+    }
+    diffs.sort_by(f64::total_cmp);
+    assert!(quantile(&diffs, 0.5) <= QUANTIZED.median, "{diffs:?}");
+    assert!(*diffs.last().unwrap() <= QUANTIZED.max, "{diffs:?}");
+    // The last golden token is <|im_end|>, an end-of-generation token for the engine.
+    assert!(model.tokenizer.is_eog(*gen_ids.last().unwrap()));
 }
 
 #[test]
