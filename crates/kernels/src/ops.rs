@@ -116,42 +116,127 @@ pub(crate) unsafe fn load_part_f16<S: Simd>(p: *const u16, n: usize) -> S::F {
     S::load_f16(buf.as_ptr())
 }
 
-/// Applies `f` to `n` f32 from `src`, writing `dst` (`src == dst` allowed).
+/// A lane-wise unary operation for [`map_g`].
+///
+/// Element-wise kernels take their operation as a type with an `#[inline(always)]` method, not
+/// as a closure: a closure is a separate function without the caller's `#[target_feature]`s,
+/// so the intrinsics inside it cannot be inlined into it and LLVM leaves both the closure and
+/// every `_mm512_*` call out of line. An `#[inline(always)]` method is inlined, with the
+/// intrinsics, into the `#[target_feature]` function `simd_fns!` generates.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait Op1<S: Simd> {
+    unsafe fn f(&self, x: S::F) -> S::F;
+}
+
+/// A lane-wise binary operation for [`zip_g`] (see [`Op1`] for why not a closure).
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait Op2<S: Simd> {
+    unsafe fn f(&self, a: S::F, b: S::F) -> S::F;
+}
+
+/// Applies `op` to `n` f32 from `src`, writing `dst` (`src == dst` allowed).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn map_g<S: Simd>(src: *const f32, dst: *mut f32, n: usize, f: impl Fn(S::F) -> S::F) {
+unsafe fn map_g<S: Simd, O: Op1<S>>(src: *const f32, dst: *mut f32, n: usize, op: O) {
     let mut i = 0;
     while i + S::W <= n {
-        S::store(dst.add(i), f(S::load(src.add(i))));
+        S::store(dst.add(i), op.f(S::load(src.add(i))));
         i += S::W;
     }
     if i < n {
-        store_part::<S>(dst.add(i), n - i, f(load_part::<S>(src.add(i), n - i, 0.0)));
+        store_part::<S>(
+            dst.add(i),
+            n - i,
+            op.f(load_part::<S>(src.add(i), n - i, 0.0)),
+        );
     }
 }
 
-/// `dst[i] = f(a[i], b[i])` (`dst` may equal `a` or `b`).
+/// `dst[i] = op(a[i], b[i])` (`dst` may equal `a` or `b`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn zip_g<S: Simd>(
-    a: *const f32,
-    b: *const f32,
-    dst: *mut f32,
-    n: usize,
-    f: impl Fn(S::F, S::F) -> S::F,
-) {
+unsafe fn zip_g<S: Simd, O: Op2<S>>(a: *const f32, b: *const f32, dst: *mut f32, n: usize, op: O) {
     let mut i = 0;
     while i + S::W <= n {
-        S::store(dst.add(i), f(S::load(a.add(i)), S::load(b.add(i))));
+        S::store(dst.add(i), op.f(S::load(a.add(i)), S::load(b.add(i))));
         i += S::W;
     }
     if i < n {
         let r = n - i;
-        let v = f(
+        let v = op.f(
             load_part::<S>(a.add(i), r, 0.0),
             load_part::<S>(b.add(i), r, 0.0),
         );
         store_part::<S>(dst.add(i), r, v);
+    }
+}
+
+/// The element-wise operations, as zero-sized (or one-vector) types.
+#[cfg(target_arch = "x86_64")]
+mod elt {
+    use super::{gelu_v, silu_v, Op1, Op2};
+    use crate::simd::Simd;
+
+    pub(super) struct Add;
+    pub(super) struct Mul;
+    /// `x · s`.
+    pub(super) struct Scale<S: Simd>(pub S::F);
+    /// `(x · s) · w`, in that order (RMS norm).
+    pub(super) struct ScaleMul<S: Simd>(pub S::F);
+    pub(super) struct Silu;
+    pub(super) struct Gelu;
+    /// `silu(g) · u`.
+    pub(super) struct SiluMul;
+    /// `gelu(g) · u`.
+    pub(super) struct GeluMul;
+
+    impl<S: Simd> Op2<S> for Add {
+        #[inline(always)]
+        unsafe fn f(&self, a: S::F, b: S::F) -> S::F {
+            S::add(a, b)
+        }
+    }
+    impl<S: Simd> Op2<S> for Mul {
+        #[inline(always)]
+        unsafe fn f(&self, a: S::F, b: S::F) -> S::F {
+            S::mul(a, b)
+        }
+    }
+    impl<S: Simd> Op1<S> for Scale<S> {
+        #[inline(always)]
+        unsafe fn f(&self, x: S::F) -> S::F {
+            S::mul(x, self.0)
+        }
+    }
+    impl<S: Simd> Op2<S> for ScaleMul<S> {
+        #[inline(always)]
+        unsafe fn f(&self, x: S::F, w: S::F) -> S::F {
+            S::mul(S::mul(x, self.0), w)
+        }
+    }
+    impl<S: Simd> Op1<S> for Silu {
+        #[inline(always)]
+        unsafe fn f(&self, x: S::F) -> S::F {
+            silu_v::<S>(x)
+        }
+    }
+    impl<S: Simd> Op1<S> for Gelu {
+        #[inline(always)]
+        unsafe fn f(&self, x: S::F) -> S::F {
+            gelu_v::<S>(x)
+        }
+    }
+    impl<S: Simd> Op2<S> for SiluMul {
+        #[inline(always)]
+        unsafe fn f(&self, g: S::F, u: S::F) -> S::F {
+            S::mul(silu_v::<S>(g), u)
+        }
+    }
+    impl<S: Simd> Op2<S> for GeluMul {
+        #[inline(always)]
+        unsafe fn f(&self, g: S::F, u: S::F) -> S::F {
+            S::mul(gelu_v::<S>(g), u)
+        }
     }
 }
 
@@ -263,20 +348,20 @@ unsafe fn f16_to_f32_g<S: Simd>(src: *const u16, dst: *mut f32, n: usize) {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn add_g<S: Simd>(y: *mut f32, x: *const f32, n: usize) {
-    zip_g::<S>(y, x, y, n, |a, b| S::add(a, b))
+    zip_g::<S, _>(y, x, y, n, elt::Add)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn mul_g<S: Simd>(y: *mut f32, x: *const f32, n: usize) {
-    zip_g::<S>(y, x, y, n, |a, b| S::mul(a, b))
+    zip_g::<S, _>(y, x, y, n, elt::Mul)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn scale_g<S: Simd>(y: *mut f32, s: f32, n: usize) {
     let sv = S::splat(s);
-    map_g::<S>(y, y, n, |a| S::mul(a, sv))
+    map_g::<S, _>(y, y, n, elt::Scale::<S>(sv))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -289,37 +374,36 @@ pub(crate) unsafe fn silu_v<S: Simd>(x: S::F) -> S::F {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) unsafe fn gelu_v<S: Simd>(x: S::F) -> S::F {
+    // 0.5·x·(1 + tanh(y)) = x / (1 + e^(-2y)): one exp and one division. Exact limits: x for
+    // large positive y (e^(-2y) = 0), -0 for large negative y (e^(-2y) = +inf).
     let one = S::splat(1.0);
     let inner = S::add(one, S::mul(S::splat(GELU_COEF_A), S::mul(x, x)));
-    let y = S::mul(S::mul(S::splat(SQRT_2_OVER_PI), x), inner);
-    // tanh(y) = 1 - 2 / (e^(2y) + 1): exact limits ±1 for large |y|.
-    let e = S::exp(S::add(y, y));
-    let t = S::sub(one, S::div(S::splat(2.0), S::add(e, one)));
-    S::mul(S::mul(S::splat(0.5), x), S::add(one, t))
+    let y2 = S::mul(S::mul(S::splat(-2.0 * SQRT_2_OVER_PI), x), inner);
+    S::div(x, S::add(one, S::exp(y2)))
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn silu_g<S: Simd>(src: *const f32, dst: *mut f32, n: usize) {
-    map_g::<S>(src, dst, n, |x| silu_v::<S>(x))
+    map_g::<S, _>(src, dst, n, elt::Silu)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn gelu_g<S: Simd>(src: *const f32, dst: *mut f32, n: usize) {
-    map_g::<S>(src, dst, n, |x| gelu_v::<S>(x))
+    map_g::<S, _>(src, dst, n, elt::Gelu)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn swiglu_g<S: Simd>(g: *const f32, u: *const f32, dst: *mut f32, n: usize) {
-    zip_g::<S>(g, u, dst, n, |g, u| S::mul(silu_v::<S>(g), u))
+    zip_g::<S, _>(g, u, dst, n, elt::SiluMul)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn geglu_g<S: Simd>(g: *const f32, u: *const f32, dst: *mut f32, n: usize) {
-    zip_g::<S>(g, u, dst, n, |g, u| S::mul(gelu_v::<S>(g), u))
+    zip_g::<S, _>(g, u, dst, n, elt::GeluMul)
 }
 
 /// Sum of squares of `n` floats.
@@ -343,7 +427,7 @@ unsafe fn rms_norm_g<S: Simd>(
         let (x, out) = (x.add(r * dim), out.add(r * dim));
         let mean = sumsq_g::<S>(x, dim) / dim as f32;
         let sv = S::splat(1.0 / (mean + eps).sqrt());
-        zip_g::<S>(x, w, out, dim, |x, w| S::mul(S::mul(x, sv), w));
+        zip_g::<S, _>(x, w, out, dim, elt::ScaleMul::<S>(sv));
     }
 }
 

@@ -33,7 +33,9 @@
 //! argument they are given, never by [`ThreadPool::n_threads`].
 //!
 //! # Parking protocol
-//! A worker that spun for the spin time without a new epoch sets its `sleeping` flag
+//! A worker busy-waits for `PAUSE_SPIN`, then keeps checking but calls `yield_now` between
+//! checks (so an idle worker does not keep a runnable thread off its core), and once the spin
+//! time has passed without a new epoch it sets its `sleeping` flag
 //! (`SeqCst`), re-checks the epoch (`SeqCst`) and parks. The dispatcher bumps the epoch
 //! (`SeqCst`) and then unparks every worker whose flag it swaps from true (`SeqCst`). By the
 //! total order of `SeqCst` operations either the worker sees the new epoch, or the dispatcher
@@ -59,6 +61,10 @@ const GATE_ID_SHIFT: u32 = 24;
 
 /// How long an idle worker spins before parking, unless configured.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(100);
+
+/// The first part of the spin time that is a pure busy-wait; for the rest the worker yields
+/// its core between checks of the epoch.
+const PAUSE_SPIN: Duration = Duration::from_micros(20);
 
 thread_local! {
     /// True on pool workers and on a thread currently dispatching a job.
@@ -328,8 +334,18 @@ fn worker_loop(sh: &Shared, w: usize) {
                 break e;
             }
             spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(64) || start.elapsed() < sh.spin {
+            if !spins.is_multiple_of(64) {
                 std::hint::spin_loop();
+                continue;
+            }
+            let idle = start.elapsed();
+            if idle < sh.spin {
+                // Busy-wait only briefly; then offer the core to any other runnable thread
+                // between checks (on a machine with as many threads as cores, the caller's
+                // own serial work or a neighbour), still re-checking as soon as we run again.
+                if idle >= PAUSE_SPIN.min(sh.spin) {
+                    thread::yield_now();
+                }
                 continue;
             }
             sh.sleeping[w].store(true, Ordering::SeqCst);

@@ -131,3 +131,95 @@ fn attention_errors() {
     ));
     run(4, 2, 1, None, &mut out).unwrap();
 }
+
+/// The tiled and grouped-row kernels, with and without split-K, against the scalar reference
+/// and the naive f64 attention, over GQA groups, head sizes, token counts, offsets and
+/// windows, on every ISA.
+#[test]
+fn attention_plans_match_reference() {
+    use crate::attention::{attention_plan, Plan};
+    use crate::Isa;
+    let mut r = rng(43);
+    let pool = ThreadPool::new(3);
+    let plans = [
+        Plan::Auto,
+        Plan::Rows { split: 1 },
+        Plan::Rows { split: 3 },
+        Plan::Tiled { split: 1 },
+        Plan::Tiled { split: 4 },
+    ];
+    let mut checked = 0;
+    for group in [1, 3, 4] {
+        for hd in [64, 80, 128, 256] {
+            // Fewer KV heads for the larger heads, to keep the naive reference quick.
+            let n_kv = if hd >= 128 { 1 } else { 2 };
+            let n_head = group * n_kv;
+            for n_tokens in [1, 2, 7, 33, 130] {
+                for pos0 in [0, 300] {
+                    for window in [None, Some(1), Some(64)] {
+                        let ctx = pos0 + n_tokens + 2;
+                        let q = randv(&mut r, n_tokens * n_head * hd, 1.0);
+                        let k: Vec<f16> = randv(&mut r, ctx * n_kv * hd, 1.0)
+                            .into_iter()
+                            .map(f16::from_f32)
+                            .collect();
+                        let v: Vec<f16> = randv(&mut r, ctx * n_kv * hd, 1.0)
+                            .into_iter()
+                            .map(f16::from_f32)
+                            .collect();
+                        // Peaked softmaxes on some shapes exercise the running-max rescaling.
+                        let scale = if (hd + n_tokens).is_multiple_of(2) {
+                            1.0 / (hd as f32).sqrt()
+                        } else {
+                            0.5
+                        };
+                        let want =
+                            naive(&q, n_tokens, n_head, n_kv, hd, &k, &v, pos0, window, scale);
+                        let mut reference = vec![f32::NAN; q.len()];
+                        attention_isa(
+                            Isa::Scalar,
+                            &pool,
+                            &q,
+                            n_tokens,
+                            n_head,
+                            n_kv,
+                            hd,
+                            &k,
+                            &v,
+                            pos0,
+                            window,
+                            scale,
+                            &mut reference,
+                        )
+                        .unwrap();
+                        let what = format!(
+                            "{n_tokens}x{n_head}/{n_kv}x{hd} pos0 {pos0} {window:?} scale {scale}"
+                        );
+                        super::assert_close(
+                            &format!("scalar {what}"),
+                            &reference,
+                            &want,
+                            2e-5,
+                            1e-4,
+                        );
+                        for isa in isas().into_iter().filter(|&i| i != Isa::Scalar) {
+                            for plan in plans {
+                                let mut out = vec![f32::NAN; q.len()];
+                                attention_plan(
+                                    isa, plan, &pool, &q, n_tokens, n_head, n_kv, hd, &k, &v, pos0,
+                                    window, scale, &mut out,
+                                )
+                                .unwrap();
+                                let what = format!("{isa} {plan:?} {what}");
+                                super::assert_close(&what, &out, &reference, 2e-5, 1e-4);
+                                super::assert_close(&what, &out, &want, 2e-5, 1e-4);
+                                checked += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 0 || isas() == [Isa::Scalar]);
+}
