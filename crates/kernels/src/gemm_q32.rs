@@ -88,7 +88,7 @@ impl Path {
         }
     }
 
-    fn qpath(self) -> QPath {
+    pub(crate) fn qpath(self) -> QPath {
         match self {
             Path::Scalar => QPath::Scalar,
             #[cfg(target_arch = "x86_64")]
@@ -294,7 +294,7 @@ impl Fmt for Q8_0 {
 }
 
 /// The offset a type's codes carry (what the activation `bias` is built with).
-fn type_off(ty: GgmlType) -> i32 {
+pub(crate) fn type_off(ty: GgmlType) -> i32 {
     match ty {
         GgmlType::Q4_0 => Q4_0::OFF,
         GgmlType::Q5_0 => Q5_0::OFF,
@@ -575,7 +575,7 @@ const TT: usize = 4;
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u8; 64]);
+pub(crate) struct Line(pub(crate) [u8; 64]);
 
 #[cfg(target_arch = "x86_64")]
 thread_local! {
@@ -623,7 +623,7 @@ const TR: [[[i32; 16]; 2]; 3] = [
 /// on return `a[g]` lane r is dword g of row r.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transpose(a: &mut [__m512i; 8]) {
+pub(crate) unsafe fn transpose(a: &mut [__m512i; 8]) {
     let ld = |t: &[i32; 16]| _mm512_loadu_si512(t.as_ptr() as *const _);
     let (i10, i11) = (ld(&TR[0][0]), ld(&TR[0][1]));
     let (i20, i21) = (ld(&TR[1][0]), ld(&TR[1][1]));
@@ -871,7 +871,6 @@ pub(crate) fn matmul_q32_path(
     if n_tokens == 0 || w.rows() == 0 {
         return;
     }
-    let out = SyncSlice::new(out);
     with_act(|a| {
         quantize_acts(
             path.qpath(),
@@ -882,14 +881,31 @@ pub(crate) fn matmul_q32_path(
             type_off(w.ty()),
             a,
         );
-        let c = Ctx { w, a, out: &out };
-        match w.ty() {
-            GgmlType::Q4_0 => run::<Q4_0>(path, pool, &c),
-            GgmlType::Q4_1 => run::<Q4_1>(path, pool, &c),
-            GgmlType::Q5_0 => run::<Q5_0>(path, pool, &c),
-            GgmlType::Q5_1 => run::<Q5_1>(path, pool, &c),
-            GgmlType::Q8_0 => run::<Q8_0>(path, pool, &c),
-            _ => unreachable!("matmul_q32: unsupported type"),
-        }
+        matmul_q32_act(path, pool, w, a, out);
     });
+}
+
+/// The product on activations `a` already quantized (by `quantize_acts` on `path.qpath()`,
+/// with `w`'s `type_off`) for `w.cols()` columns; `out` holds `a.n_tokens * w.rows()` floats.
+pub(crate) fn matmul_q32_act(
+    path: Path,
+    pool: &ThreadPool,
+    w: &Weights,
+    a: &ActQ,
+    out: &mut [f32],
+) {
+    debug_assert!(handles(w.ty()) && a.cols == w.cols());
+    if a.n_tokens == 0 || w.rows() == 0 {
+        return;
+    }
+    let out = SyncSlice::new(out);
+    let c = Ctx { w, a, out: &out };
+    match w.ty() {
+        GgmlType::Q4_0 => run::<Q4_0>(path, pool, &c),
+        GgmlType::Q4_1 => run::<Q4_1>(path, pool, &c),
+        GgmlType::Q5_0 => run::<Q5_0>(path, pool, &c),
+        GgmlType::Q5_1 => run::<Q5_1>(path, pool, &c),
+        GgmlType::Q8_0 => run::<Q8_0>(path, pool, &c),
+        _ => unreachable!("matmul_q32: unsupported type"),
+    }
 }

@@ -53,6 +53,12 @@ pub(crate) struct ActBlock {
     pub(crate) qs: [i8; 256],
     /// `d * bsums[g]` for each group of 16.
     pub(crate) bsf: [f32; 16],
+    /// `-32 * bsums[g]` as i32: the Q6_K code offset, the initial value of the tiled GEMM's
+    /// per-group integer accumulators (`kquant_gemm`).
+    pub(crate) nb32: [i32; 16],
+    /// `d * (bsums[2j] + bsums[2j + 1])`: the block sums of the 8 sub-blocks of 32 (Q4_K /
+    /// Q5_K mins in the tiled GEMM).
+    pub(crate) bsf2: [f32; 8],
     /// Sums of each group of 16 `qs`.
     pub(crate) bsums: [i16; 16],
     /// The Q8_K scale (`x ≈ d * q8`).
@@ -60,12 +66,26 @@ pub(crate) struct ActBlock {
 }
 
 impl ActBlock {
-    const ZERO: ActBlock = ActBlock {
+    pub(crate) const ZERO: ActBlock = ActBlock {
         qs: [0; 256],
         bsf: [0.0; 16],
+        nb32: [0; 16],
+        bsf2: [0.0; 8],
         bsums: [0; 16],
         d: 0.0,
     };
+
+    /// Fills `nb32` and `bsf2` from `bsums` and `d` (identically on every path).
+    #[inline(always)]
+    fn fill_derived(&mut self) {
+        for g in 0..16 {
+            self.nb32[g] = -32 * self.bsums[g] as i32;
+        }
+        for j in 0..8 {
+            let s = self.bsums[2 * j] as i32 + self.bsums[2 * j + 1] as i32;
+            self.bsf2[j] = self.d * s as f32;
+        }
+    }
 }
 
 /// Quantizes 256 floats to Q8_K exactly as `quant::quantize_block_q8_k` (ggml's
@@ -94,6 +114,7 @@ pub(crate) fn quantize_block_scalar(x: &[f32], o: &mut ActBlock) {
         o.bsf[g] = d * s as f32;
     }
     o.d = d;
+    o.fill_derived();
 }
 
 /// A weight block unpacked for the scalar reference (and for the SIMD paths of the types
@@ -358,31 +379,90 @@ pub(crate) fn matmul_kq(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let path = path_for(isa);
-    let nb = cols / 256;
-    let n_act = n_tokens * nb;
+    with_act(|act| {
+        let act = quantize_act(isa, pool, x, cols, n_tokens, act);
+        matmul_kq_act(isa, pool, ty, data, rows, cols, act, n_tokens, out);
+    });
+}
+
+/// Runs `f` with this thread's reusable activation buffer.
+pub(crate) fn with_act<R>(f: impl FnOnce(&mut Vec<ActBlock>) -> R) -> R {
     let mut act = ACT.with(Cell::take);
+    let r = f(&mut act);
+    ACT.with(|c| c.set(act));
+    r
+}
+
+/// Quantizes `n_tokens` rows of `cols` values of `x` to Q8_K into `act` (grown as needed) and
+/// returns the `n_tokens * cols / 256` blocks written.
+pub(crate) fn quantize_act<'a>(
+    isa: Isa,
+    pool: &ThreadPool,
+    x: &[f32],
+    cols: usize,
+    n_tokens: usize,
+    act: &'a mut Vec<ActBlock>,
+) -> &'a [ActBlock] {
+    let path = path_for(isa);
+    let n_act = n_tokens * (cols / 256);
     if act.len() < n_act {
         act.resize(n_act, ActBlock::ZERO);
     }
-    {
-        let act_s = SyncSlice::new(&mut act[..n_act]);
-        if n_tokens >= 16 {
-            pool.for_each_chunk(n_tokens, 8, |r| {
-                quantize_tokens(path, x, cols, &act_s, r.start, r.end)
-            });
-        } else {
-            quantize_tokens(path, x, cols, &act_s, 0, n_tokens);
-        }
+    let act_s = SyncSlice::new(&mut act[..n_act]);
+    if n_tokens >= 16 {
+        pool.for_each_chunk(n_tokens, 8, |r| {
+            quantize_tokens(path, x, cols, &act_s, r.start, r.end)
+        });
+    } else {
+        quantize_tokens(path, x, cols, &act_s, 0, n_tokens);
     }
+    &act[..n_act]
+}
+
+/// [`matmul_kq`] on activations already quantized by [`quantize_act`] with the same `isa`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_kq_act(
+    isa: Isa,
+    pool: &ThreadPool,
+    ty: GgmlType,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    act: &[ActBlock],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let path = path_for(isa);
+    let nb = cols / 256;
+    let n_act = n_tokens * nb;
+    debug_assert_eq!(act.len(), n_act);
     let out = SyncSlice::new(out);
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Avx512Vnni
+        && n_tokens >= crate::kquant_gemm::GEMM_MIN_TOKENS
+        && crate::kquant_gemm::handles(ty)
+    {
+        let c = crate::kquant_gemm::Ctx {
+            data,
+            row_bytes: data.len() / rows.max(1),
+            rows,
+            nb,
+            act,
+            n_tokens,
+            out: &out,
+        };
+        // SAFETY: `Path::Avx512Vnni` is chosen only when the CPU has AVX-512 F/BW/VL/VNNI
+        // (and AVX2, FMA, F16C); the caller validated the shapes.
+        unsafe { crate::kquant_gemm::gemm(pool, ty, &c) };
+        return;
+    }
     let job = Job {
         ty,
         data,
         row_bytes: data.len() / rows.max(1),
         rows,
         nb,
-        act: &act[..n_act],
+        act,
         n_tokens,
         out: &out,
     };
@@ -395,26 +475,25 @@ pub(crate) fn matmul_kq(
         rows.div_ceil(2 * n_thr).clamp(4, 32)
     };
     pool.for_each_chunk(rows, chunk, |r| run_rows(path, &job, r.start, r.end));
-    ACT.with(|c| c.set(act));
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::{ActBlock, Job, Unpacked, TOK_GROUP};
     use quant::GgmlType;
     use std::arch::x86_64::*;
 
     /// A block unpacked into AVX-512 registers: element `64k + i` is byte `i` of `w[k]`.
-    pub(super) struct U512 {
-        w: [__m512i; 4],
+    pub(crate) struct U512 {
+        pub(crate) w: [__m512i; 4],
         /// The 16 group scales as i16.
-        sc16: __m256i,
-        d: f32,
-        m: __m512,
+        pub(crate) sc16: __m256i,
+        pub(crate) d: f32,
+        pub(crate) m: __m512,
     }
 
     /// A block unpacked into AVX2 registers: element `32k + i` is byte `i` of `w[k]`.
-    pub(super) struct U256 {
+    pub(crate) struct U256 {
         w: [__m256i; 8],
         sc16: __m256i,
         d: f32,
@@ -424,7 +503,7 @@ mod x86 {
     /// Per-type unpackers. Callers guarantee the CPU features of the enclosing
     /// `#[target_feature]` function (AVX-512 F/BW for `u512`, AVX2 for `u256`) and that `b`
     /// points at a whole block.
-    pub(super) trait KQ {
+    pub(crate) trait KQ {
         const BYTES: usize;
         unsafe fn u512(b: *const u8) -> U512;
         unsafe fn u256(b: *const u8) -> U256;
@@ -470,9 +549,9 @@ mod x86 {
         _mm512_ternarylogic_epi32::<0xF8>(a, b, c)
     }
 
-    pub(super) struct Q4K;
-    pub(super) struct Q5K;
-    pub(super) struct Q6K;
+    pub(crate) struct Q4K;
+    pub(crate) struct Q5K;
+    pub(crate) struct Q6K;
     pub(super) struct Generic<const T: u8>;
 
     /// Nibbles of `qs[0..64]` as chunks: elements `0..64` and `64..128` of the 128 coded.
@@ -1005,6 +1084,7 @@ mod x86 {
                 o.bsf[j] = d * s as f32;
             }
             o.d = d;
+            o.fill_derived();
         }
     }
 }

@@ -24,7 +24,10 @@ mod error;
 mod gemm_q32;
 mod isa;
 mod kquant_dot;
+#[cfg(target_arch = "x86_64")]
+mod kquant_gemm;
 mod matmul;
+mod matmul_many;
 mod ops;
 mod pool;
 mod q8act;
@@ -38,6 +41,7 @@ pub use dequant::{dequantize_row, is_supported, SUPPORTED_TYPES};
 pub use error::KernelError;
 pub use isa::{with_isa, Isa};
 pub use matmul::{matmul, supported_type_names, Weights};
+pub use matmul_many::matmul_many;
 pub use ops::{
     add_inplace, axpy_f16, dot_f16_f32, dot_f32, f16_to_f32, f32_to_f16, geglu, gelu_tanh,
     gelu_tanh_inplace, layer_norm, mul_inplace, rms_norm, rms_norm_inplace, scale_inplace, silu,

@@ -284,3 +284,13 @@ pub(crate) fn quantize_acts(
         }
     });
 }
+
+/// Rewrites the integer corrections of `a` (built with offset `from`, which must not be 0)
+/// for offset `to`: `bias = -off * Σq` is exact, so `Σq = -bias / from`.
+pub(crate) fn rebias(a: &mut ActQ, from: i32, to: i32) {
+    debug_assert!(from != 0);
+    let n = a.n_tokens * a.nb;
+    for b in &mut a.bias[..n] {
+        *b = *b / from * to;
+    }
+}

@@ -53,12 +53,7 @@ fn q8k_quantizer_matches_quant_crate_and_simd_matches_scalar() {
         let want = quant::quantize(GgmlType::Q8_K, x).unwrap();
         let mut scalar = Vec::new();
         for xb in x.chunks_exact(256) {
-            let mut a = ActBlock {
-                qs: [0; 256],
-                bsf: [0.0; 16],
-                bsums: [0; 16],
-                d: 0.0,
-            };
+            let mut a = ActBlock::ZERO;
             quantize_block_scalar(xb, &mut a);
             scalar.extend(act_bytes(&a));
             for g in 0..16 {
@@ -270,6 +265,57 @@ fn avx512_without_vnni_matches_scalar() {
                     out[i],
                     want[i]
                 );
+            }
+        }
+    }
+}
+
+/// The tiled GEMM (AVX-512 VNNI, from 6 tokens) and every other path against the scalar
+/// integer reference: rows that are not multiples of the 32-row tile, token counts that are
+/// not multiples of the 4-token micro-kernel, random-bit and realistic blocks.
+#[test]
+fn gemm_token_counts_match_scalar_reference() {
+    let mut r = rng(36);
+    let pools = [ThreadPool::new(1), ThreadPool::new(3)];
+    let types = [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K];
+    let cases = [(256, 33), (512, 70), (1024, 47), (2048, 5), (2048, 40)];
+    for (k, ty) in types.into_iter().enumerate() {
+        for (s, &(cols, rows)) in cases.iter().enumerate() {
+            let realistic = (k + s) % 2 == 1;
+            let data = if realistic {
+                quant::quantize(ty, &randv(&mut r, rows * cols, 1.0)).unwrap()
+            } else {
+                (0..rows)
+                    .flat_map(|_| random_row(&mut r, ty, cols))
+                    .collect()
+            };
+            let w = Weights::new(ty, &data, rows, cols).unwrap();
+            for n_tokens in [6, 7, 17, 64, 130, 512] {
+                if n_tokens == 512 && rows * cols > 40 * 1024 {
+                    continue; // keep the test time reasonable
+                }
+                let x = randv(&mut r, n_tokens * cols, 1.0);
+                let mut want = vec![f32::NAN; n_tokens * rows];
+                matmul_isa(Isa::Scalar, &pools[0], &w, &x, n_tokens, &mut want).unwrap();
+                let (_, mag) = f32_reference(ty, &data, rows, cols, &x, n_tokens);
+                for isa in isas() {
+                    for pool in &pools {
+                        let mut out = vec![f32::NAN; n_tokens * rows];
+                        matmul_isa(isa, pool, &w, &x, n_tokens, &mut out).unwrap();
+                        for i in 0..out.len() {
+                            let err = (out[i] as f64 - want[i] as f64).abs();
+                            assert!(
+                                err <= 1e-5 * mag[i] + 1e-6,
+                                "{ty} {isa} threads {} rows {rows} cols {cols} tokens \
+                                 {n_tokens} out[{i}] = {} scalar {} (mag {})",
+                                pool.n_threads(),
+                                out[i],
+                                want[i],
+                                mag[i]
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ mod attention;
 mod dequant;
 mod kquant;
 mod matmul;
+mod matmul_many;
 mod ops;
 mod pool;
 mod q32;
