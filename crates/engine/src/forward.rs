@@ -192,9 +192,12 @@ impl Session {
             let q = grow(&mut s.q, n * qd);
             let k = grow(&mut s.k, n * kvd);
             let v = grow(&mut s.v, n * kvd);
-            kernels::matmul(pool, &model.weights(&layer.wq)?, xn, n, q)?;
-            kernels::matmul(pool, &model.weights(&layer.wk)?, xn, n, k)?;
-            kernels::matmul(pool, &model.weights(&layer.wv)?, xn, n, v)?;
+            let (wq, wk, wv) = (
+                model.weights(&layer.wq)?,
+                model.weights(&layer.wk)?,
+                model.weights(&layer.wv)?,
+            );
+            kernels::matmul_many(pool, &[&wq, &wk, &wv], xn, n, &mut [q, k, v])?;
             add_bias(q, layer.bq.as_deref());
             add_bias(k, layer.bk.as_deref());
             add_bias(v, layer.bv.as_deref());
@@ -246,8 +249,11 @@ impl Session {
             rms_norm_rows(x, &layer.ffn_norm, hp.rms_eps, xn, d);
             let gate = grow(&mut s.gate, n * ff);
             let up = grow(&mut s.up, n * ff);
-            kernels::matmul(pool, &model.weights(&layer.ffn_gate)?, xn, n, gate)?;
-            kernels::matmul(pool, &model.weights(&layer.ffn_up)?, xn, n, up)?;
+            let (wg, wu) = (
+                model.weights(&layer.ffn_gate)?,
+                model.weights(&layer.ffn_up)?,
+            );
+            kernels::matmul_many(pool, &[&wg, &wu], xn, n, &mut [&mut *gate, &mut *up])?;
             match hp.activation {
                 Activation::Silu => kernels::silu_inplace(gate),
                 Activation::GeluTanh => kernels::gelu_tanh_inplace(gate),
