@@ -20,6 +20,29 @@ pub struct Tensor {
     pub cols: usize,
 }
 
+/// Metadata arrays the tokenizer copies out of the file at load.
+const VOCAB_ARRAYS: [&str; 4] = [
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
+];
+
+/// Returns memory freed by the allocator to the OS (glibc keeps small freed chunks otherwise),
+/// so peak RSS stays close to weights + KV cache + scratch.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only releases free heap memory; it has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 /// Weight types the engine computes with.
 pub const SUPPORTED_TYPES: [GgmlType; 13] = [
     GgmlType::F32,
@@ -73,13 +96,19 @@ pub struct Model {
 impl Model {
     /// Opens and validates a GGUF model file.
     pub fn load(path: &Path) -> Result<Model, EngineError> {
-        let file = GgufFile::open(path)?;
-        Self::from_gguf(Arc::new(file))
+        Self::from_gguf(GgufFile::open(path)?)
     }
 
-    pub fn from_gguf(file: Arc<GgufFile>) -> Result<Model, EngineError> {
+    pub fn from_gguf(mut file: GgufFile) -> Result<Model, EngineError> {
         let hp = HParams::from_gguf(&file)?;
         let tokenizer = tokenizer::Tokenizer::from_gguf(&file)?;
+        // The tokenizer now owns the vocabulary; the decoded arrays (tens of MB for a 262k
+        // vocabulary) would otherwise stay resident next to it for the model's lifetime.
+        for key in VOCAB_ARRAYS {
+            file.remove(key);
+        }
+        release_freed_memory();
+        let file = Arc::new(file);
         let ld = Loader { file: &file };
         let d = hp.n_embd;
         let token_embd = ld.matrix("token_embd.weight", hp.n_vocab, d)?;

@@ -349,6 +349,19 @@ impl GgufFile {
         &self.metadata
     }
 
+    /// Removes a metadata entry and returns it. Used to free large arrays (the vocabulary)
+    /// once another structure owns their content; the rest of the metadata stays intact.
+    pub fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.index.remove(key)?;
+        let (_, value) = self.metadata.remove(i);
+        for slot in self.index.values_mut() {
+            if *slot > i {
+                *slot -= 1;
+            }
+        }
+        Some(value)
+    }
+
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.index.get(key).map(|&i| &self.metadata[i].1)
     }

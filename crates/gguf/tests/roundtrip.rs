@@ -384,3 +384,20 @@ fn write_to_path_is_never_seen_half_written() {
     });
     assert_eq!(others(dir.path(), &["m.gguf"]), Vec::<String>::new());
 }
+
+#[test]
+fn remove_drops_one_key_and_keeps_the_others_reachable() {
+    let mut w = gguf::GgufWriter::new();
+    w.set("a", gguf::Value::U32(1));
+    w.set("big", gguf::Value::Array(gguf::ValueType::U8, vec![gguf::Value::U8(7); 100]));
+    w.set("c", gguf::Value::String("three".into()));
+    let mut bytes = Vec::new();
+    w.write(&mut bytes).unwrap();
+    let mut f = gguf::GgufFile::from_bytes(bytes).unwrap();
+    assert_eq!(f.remove("big").unwrap().as_array().unwrap().len(), 100);
+    assert!(f.remove("big").is_none());
+    assert!(f.get("big").is_none());
+    assert_eq!(f.get_u32("a"), Some(1));
+    assert_eq!(f.get_str("c"), Some("three"));
+    assert_eq!(f.metadata().len(), 2);
+}
