@@ -389,7 +389,10 @@ fn write_to_path_is_never_seen_half_written() {
 fn remove_drops_one_key_and_keeps_the_others_reachable() {
     let mut w = gguf::GgufWriter::new();
     w.set("a", gguf::Value::U32(1));
-    w.set("big", gguf::Value::Array(gguf::ValueType::U8, vec![gguf::Value::U8(7); 100]));
+    w.set(
+        "big",
+        gguf::Value::Array(gguf::ValueType::U8, vec![gguf::Value::U8(7); 100]),
+    );
     w.set("c", gguf::Value::String("three".into()));
     let mut bytes = Vec::new();
     w.write(&mut bytes).unwrap();
