@@ -103,34 +103,6 @@ fn scalar_integer_reference_is_exact_on_quantized_activations() {
     }
 }
 
-/// f64 reference from the `quant` crate's dequantization of weights, f32 activations.
-fn f32_reference(
-    ty: GgmlType,
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-    x: &[f32],
-    n_tokens: usize,
-) -> (Vec<f64>, Vec<f64>) {
-    let mut w = vec![0.0f32; rows * cols];
-    quant::dequantize(ty, data, &mut w).unwrap();
-    let mut out = vec![0.0; n_tokens * rows];
-    let mut mag = vec![0.0; n_tokens * rows];
-    for t in 0..n_tokens {
-        for r in 0..rows {
-            let (mut s, mut m) = (0.0f64, 0.0f64);
-            for c in 0..cols {
-                let p = w[r * cols + c] as f64 * x[t * cols + c] as f64;
-                s += p;
-                m += p.abs();
-            }
-            out[t * rows + r] = s;
-            mag[t * rows + r] = m;
-        }
-    }
-    (out, mag)
-}
-
 #[test]
 fn every_isa_matches_scalar_integer_reference() {
     let mut r = rng(33);
@@ -154,7 +126,7 @@ fn every_isa_matches_scalar_integer_reference() {
                 let x = randv(&mut r, n_tokens * cols, 1.0);
                 let mut want = vec![f32::NAN; n_tokens * rows];
                 matmul_isa(Isa::Scalar, &pools[0], &w, &x, n_tokens, &mut want).unwrap();
-                let (exact, mag) = f32_reference(ty, &data, rows, cols, &x, n_tokens);
+                let (exact, mag) = super::matmul::reference(ty, &data, rows, cols, &x, n_tokens);
                 for i in 0..want.len() {
                     let err = (want[i] as f64 - exact[i]).abs();
                     assert!(
@@ -211,7 +183,7 @@ fn extreme_blocks() {
         let x = randv(&mut r, 2 * cols, 127.0);
         let mut want = vec![0.0; 2 * rows];
         matmul_isa(Isa::Scalar, &pool, &w, &x, 2, &mut want).unwrap();
-        let (exact, mag) = f32_reference(ty, &data, rows, cols, &x, 2);
+        let (exact, mag) = super::matmul::reference(ty, &data, rows, cols, &x, 2);
         for isa in isas() {
             let mut out = vec![0.0; 2 * rows];
             matmul_isa(isa, &pool, &w, &x, 2, &mut out).unwrap();
@@ -252,7 +224,7 @@ fn avx512_without_vnni_matches_scalar() {
             let x = randv(&mut r, n_tokens * cols, 1.0);
             let mut want = vec![0.0; n_tokens * rows];
             matmul_isa(Isa::Scalar, &pool, &w, &x, n_tokens, &mut want).unwrap();
-            let (_, mag) = f32_reference(ty, &data, rows, cols, &x, n_tokens);
+            let (_, mag) = super::matmul::reference(ty, &data, rows, cols, &x, n_tokens);
             let mut out = vec![f32::NAN; n_tokens * rows];
             NO_VNNI.with(|c| c.set(true));
             let res = matmul_isa(Isa::Avx512, &pool, &w, &x, n_tokens, &mut out);
@@ -297,7 +269,7 @@ fn gemm_token_counts_match_scalar_reference() {
                 let x = randv(&mut r, n_tokens * cols, 1.0);
                 let mut want = vec![f32::NAN; n_tokens * rows];
                 matmul_isa(Isa::Scalar, &pools[0], &w, &x, n_tokens, &mut want).unwrap();
-                let (_, mag) = f32_reference(ty, &data, rows, cols, &x, n_tokens);
+                let (_, mag) = super::matmul::reference(ty, &data, rows, cols, &x, n_tokens);
                 for isa in isas() {
                     for pool in &pools {
                         let mut out = vec![f32::NAN; n_tokens * rows];

@@ -17,7 +17,7 @@ fn rel_tol(ty: GgmlType) -> f64 {
 }
 
 /// f64 reference from the `quant` crate's dequantization; returns (values, Σ|w·x| per output).
-fn reference(
+pub(super) fn reference(
     ty: GgmlType,
     data: &[u8],
     rows: usize,
