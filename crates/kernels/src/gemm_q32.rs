@@ -434,6 +434,10 @@ impl IDot for Avx2Dot {
     }
 }
 
+/// How far ahead of the rows in work the GEMV prefetches, in bytes.
+#[cfg(target_arch = "x86_64")]
+const PF_DIST: usize = 8192;
+
 /// `R` rows (1 or 4) from `r0` times tokens `t0..t0 + T`.
 ///
 /// With 4 rows, the block headers of the 4 rows (`d`, and `m` or 2 unrelated bytes) are
@@ -453,6 +457,8 @@ unsafe fn gemv_block<F: Fmt, D: IDot, const R: usize, const T: usize>(
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut macc = [_mm256_setzero_ps(); T];
     let lane: [__m256i; 4] = std::array::from_fn(|r| _mm256_set1_epi32(2 * r as i32));
+    let pf_per = (R * rb).div_ceil(64).div_ceil(a.nb);
+    let pf = base.wrapping_add(PF_DIST);
     for b in 0..a.nb {
         let mut xv = [_mm256_setzero_si256(); T];
         let mut sx = [_mm256_setzero_ps(); T];
@@ -464,10 +470,10 @@ unsafe fn gemv_block<F: Fmt, D: IDot, const R: usize, const T: usize>(
             bias[t] = *ab.add(i);
         }
         let p = base.add(b * F::BYTES);
-        if b % 2 == 0 && b + 8 < a.nb {
-            for r in 0..R {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(r * rb + 8 * F::BYTES) as *const i8);
-            }
+        // The R rows are one contiguous span: spread prefetches of the span PF_DIST bytes
+        // ahead over the block loop (the hardware streamer alone falls short of DRAM speed).
+        for k in 0..pf_per {
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add((b * pf_per + k) * 64) as *const i8);
         }
         if R == 4 {
             let h = |r: usize| std::ptr::read_unaligned(p.add(r * rb) as *const i32);
