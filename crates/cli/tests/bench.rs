@@ -2,31 +2,12 @@
 //! and bad arguments giving a one-line error. No timing thresholds: speed is only checked to
 //! be a positive number.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn cache_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("FREEHOLD_CACHE") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-        });
-    base.join("freehold")
-}
-
 fn tiny() -> String {
-    let p = cache_dir().join("models").join("tiny.gguf");
-    assert!(
-        p.exists(),
-        "test model {} is missing: run scripts/fetch-models",
-        p.display()
-    );
-    p.display().to_string()
+    testdata::model("tiny.gguf").display().to_string()
 }
 
 fn bench(args: &[&str]) -> Output {

@@ -8,26 +8,8 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_freehold"))
 }
 
-fn cache_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("FREEHOLD_CACHE") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-        });
-    base.join("freehold")
-}
-
 fn model(file: &str) -> PathBuf {
-    let p = cache_dir().join("models").join(file);
-    assert!(
-        p.exists(),
-        "test model {} is missing: run scripts/fetch-models",
-        p.display()
-    );
-    p
+    testdata::model(file)
 }
 
 const TINY: &str = "tiny.gguf";

@@ -7,27 +7,9 @@ use std::sync::Arc;
 use engine::{Model, Session};
 use kernels::ThreadPool;
 
-pub fn cache_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("FREEHOLD_CACHE") {
-        return PathBuf::from(d);
-    }
-    let base = std::env::var("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-        });
-    base.join("freehold")
-}
-
 /// The path of a fetched test model; fails loudly (never skips) when it is absent.
 pub fn model_path(file: &str) -> PathBuf {
-    let p = cache_dir().join("models").join(file);
-    assert!(
-        p.exists(),
-        "test model {} is missing: run scripts/fetch-models (it downloads and verifies it)",
-        p.display()
-    );
-    p
+    testdata::model(file)
 }
 
 pub fn data(name: &str) -> PathBuf {

@@ -2,33 +2,12 @@
 //! when a file is missing, with a message saying how to get it.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
 
 use gguf::{GgufFile, GgufWriter, Value, ValueType, WriterTensor};
 use quant::GgmlType;
 
-/// The cache directory `scripts/fetch-models` fills: `$FREEHOLD_CACHE`, else
-/// `$XDG_CACHE_HOME/freehold`, else `~/.cache/freehold`.
-fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("FREEHOLD_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("freehold");
-    }
-    let home = std::env::var_os("HOME").expect("HOME is not set (or set FREEHOLD_CACHE)");
-    PathBuf::from(home).join(".cache/freehold")
-}
-
 fn model(name: &str) -> GgufFile {
-    let path = cache_dir().join("models").join(name);
-    if !path.is_file() {
-        panic!(
-            "test model {} is missing: run `scripts/fetch-models` from the repository root \
-             (set FREEHOLD_CACHE to use another cache directory)",
-            path.display()
-        );
-    }
+    let path = testdata::model(name);
     GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

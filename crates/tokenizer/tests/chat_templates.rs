@@ -82,16 +82,7 @@ struct Outcome {
 }
 
 fn templates_dir() -> PathBuf {
-    let cache = match std::env::var_os("FREEHOLD_CACHE") {
-        Some(c) => PathBuf::from(c),
-        None => match std::env::var_os("XDG_CACHE_HOME") {
-            Some(x) => PathBuf::from(x).join("freehold"),
-            None => {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/freehold")
-            }
-        },
-    };
-    cache.join("llama.cpp-models/templates")
+    testdata::cache_dir().join("llama.cpp-models/templates")
 }
 
 fn fnv1a64(data: &[u8]) -> String {
