@@ -5,62 +5,12 @@
 
 use std::sync::Arc;
 
-use half::f16;
-use half::slice::HalfBitsSliceExt;
 use kernels::ThreadPool;
 
-use crate::hparams::{Activation, HParams, RopeKind};
+use crate::hparams::{Activation, RopeKind};
+use crate::kv::KvCache;
 use crate::model::Model;
 use crate::EngineError;
-
-/// Key/value cache of one sequence, f16, laid out `[layer][position][kv_head][head_dim]`.
-/// Stored as raw f16 bits so the zeroed allocation comes from the allocator's zero pages:
-/// memory is only touched (and counted in RSS) as positions are filled.
-pub struct KvCache {
-    n_ctx: usize,
-    kv_dim: usize,
-    k: Vec<Vec<u16>>,
-    v: Vec<Vec<u16>>,
-}
-
-impl KvCache {
-    pub fn new(hp: &HParams, n_ctx: usize) -> KvCache {
-        let kv_dim = hp.kv_dim();
-        KvCache {
-            n_ctx,
-            kv_dim,
-            k: (0..hp.n_layer)
-                .map(|_| vec![0u16; n_ctx * kv_dim])
-                .collect(),
-            v: (0..hp.n_layer)
-                .map(|_| vec![0u16; n_ctx * kv_dim])
-                .collect(),
-        }
-    }
-
-    fn layer(&self, il: usize, len: usize) -> (&[f16], &[f16]) {
-        (
-            self.k[il][..len].reinterpret_cast(),
-            self.v[il][..len].reinterpret_cast(),
-        )
-    }
-
-    fn layer_mut(&mut self, il: usize, range: std::ops::Range<usize>) -> (&mut [f16], &mut [f16]) {
-        (
-            self.k[il][range.clone()].reinterpret_cast_mut(),
-            self.v[il][range].reinterpret_cast_mut(),
-        )
-    }
-
-    pub fn n_ctx(&self) -> usize {
-        self.n_ctx
-    }
-
-    /// Bytes held by the cache.
-    pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.n_ctx * self.kv_dim * std::mem::size_of::<f16>()
-    }
-}
 
 /// Which positions of a batch need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +72,7 @@ impl Session {
     }
 
     pub fn n_ctx(&self) -> usize {
-        self.kv.n_ctx
+        self.kv.n_ctx()
     }
 
     /// Positions already in the KV cache.
@@ -153,10 +103,10 @@ impl Session {
         if n == 0 {
             return Err(EngineError::EmptyBatch);
         }
-        if self.n_past + n > self.kv.n_ctx {
+        if self.n_past + n > self.kv.n_ctx() {
             return Err(EngineError::ContextOverflow {
                 needed: self.n_past + n,
-                n_ctx: self.kv.n_ctx,
+                n_ctx: self.kv.n_ctx(),
             });
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
@@ -219,25 +169,10 @@ impl Session {
             };
             kernels::rope_inplace(q, positions, hp.n_head, hd, &rope)?;
             kernels::rope_inplace(k, positions, hp.n_head_kv, hd, &rope)?;
-            let (kc, vc) = self.kv.layer_mut(il, pos0 * kvd..(pos0 + n) * kvd);
-            kernels::f32_to_f16(k, kc);
-            kernels::f32_to_f16(v, vc);
-            let (kc, vc) = self.kv.layer(il, (pos0 + n) * kvd);
+            self.kv.store(il, pos0, k, v);
             let attn = grow(&mut s.attn, n * qd);
-            kernels::attention(
-                pool,
-                q,
-                n,
-                hp.n_head,
-                hp.n_head_kv,
-                hd,
-                kc,
-                vc,
-                pos0,
-                la.window,
-                hp.attn_scale,
-                attn,
-            )?;
+            self.kv
+                .attention(pool, hp, il, q, n, pos0, la.window, attn)?;
             let proj = grow(&mut s.proj, n * d);
             kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
             if let Some(w) = &layer.post_attn_norm {

@@ -5,15 +5,17 @@
 mod forward;
 mod generate;
 pub mod hparams;
+mod kv;
 mod model;
 mod perplexity;
 pub mod sampling;
 
-pub use forward::{KvCache, LogitsFor, Session};
+pub use forward::{LogitsFor, Session};
 pub use generate::{
     eval_prompt, generate, FinishReason, GenerateParams, Generation, DEFAULT_BATCH,
 };
 pub use hparams::{Arch, HParams};
+pub use kv::KvCache;
 pub use model::{Layer, Model, Tensor, SUPPORTED_TYPES};
 pub use perplexity::{perplexity, PerplexityResult};
 pub use sampling::{Sampler, SamplingParams};
