@@ -1,4 +1,4 @@
-//! The transformer forward pass over a batch of consecutive tokens of one sequence.
+//! The transformer forward pass over a batch of tokens of one or several sequences.
 //!
 //! One code path serves every architecture; the differences (biases, QK-norm, post-norms,
 //! activation, rope layout, sliding windows) come from [`HParams`] and optional weights.
@@ -97,125 +97,283 @@ impl Session {
     /// Evaluates `tokens` at positions `n_past..n_past+len`, appends them to the KV cache and
     /// returns logits (`n_vocab` per requested position, in order).
     pub fn forward(&mut self, tokens: &[u32], want: LogitsFor) -> Result<&[f32], EngineError> {
+        let first_logit_row = validate(&self.model, &self.kv, self.n_past, tokens, want)?;
         let model = Arc::clone(&self.model);
-        let hp = &model.hp;
-        let n = tokens.len();
-        if n == 0 {
-            return Err(EngineError::EmptyBatch);
+        let mut seqs = [SeqView {
+            kv: &mut self.kv,
+            pos0: self.n_past,
+            tokens,
+            first_logit_row,
+        }];
+        let rows = forward_seqs(&model, &self.pool, &mut self.scratch, &mut seqs)?;
+        self.n_past += tokens.len();
+        self.n_logits = rows;
+        Ok(&self.scratch.logits[..rows * model.hp.n_vocab])
+    }
+}
+
+/// Checks one sequence's batch before anything runs; returns its first row that wants logits.
+fn validate(
+    model: &Model,
+    kv: &KvCache,
+    n_past: usize,
+    tokens: &[u32],
+    want: LogitsFor,
+) -> Result<usize, EngineError> {
+    let n = tokens.len();
+    if n == 0 {
+        return Err(EngineError::EmptyBatch);
+    }
+    if n_past + n > kv.n_ctx() {
+        return Err(EngineError::ContextOverflow {
+            needed: n_past + n,
+            n_ctx: kv.n_ctx(),
+        });
+    }
+    let n_vocab = model.hp.n_vocab;
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(EngineError::BadToken { id: bad, n_vocab });
+    }
+    Ok(match want {
+        LogitsFor::Last => n - 1,
+        LogitsFor::From(s) => s.min(n - 1),
+    })
+}
+
+/// One sequence's share of a forward pass: its tokens occupy consecutive rows of the batch.
+struct SeqView<'a> {
+    kv: &'a mut KvCache,
+    pos0: usize,
+    tokens: &'a [u32],
+    first_logit_row: usize,
+}
+
+/// The forward pass over the rows of several sequences at once. Every weight matrix is
+/// applied to all rows in one call (read once per step, however many sequences decode);
+/// RoPE takes each row's own position; only attention is per sequence, over its own cache.
+/// Leaves the logits of the requested rows, sequence after sequence, in `s.logits` and
+/// returns how many rows that is. The caller has validated every sequence.
+fn forward_seqs(
+    model: &Model,
+    pool: &ThreadPool,
+    s: &mut Scratch,
+    seqs: &mut [SeqView<'_>],
+) -> Result<usize, EngineError> {
+    let hp = &model.hp;
+    let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
+    let (d, qd, kvd, ff, hd) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff, hp.head_dim);
+    s.positions.clear();
+    for q in seqs.iter() {
+        s.positions
+            .extend((q.pos0..q.pos0 + q.tokens.len()).map(|p| p as u32));
+    }
+    let positions = &s.positions[..];
+    let x = grow(&mut s.x, n * d);
+    let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
+    for (row, &tok) in x.chunks_exact_mut(d).zip(all_tokens) {
+        model.row_f32(&model.token_embd, tok as usize, row)?;
+        if hp.embd_scale != 1.0 {
+            kernels::scale_inplace(row, hp.embd_scale);
         }
-        if self.n_past + n > self.kv.n_ctx() {
-            return Err(EngineError::ContextOverflow {
-                needed: self.n_past + n,
-                n_ctx: self.kv.n_ctx(),
-            });
+    }
+
+    for (il, layer) in model.layers.iter().enumerate() {
+        let la = hp.layers[il];
+        let xn = grow(&mut s.xn, n * d);
+        rms_norm_rows(x, &layer.attn_norm, hp.rms_eps, xn, d);
+        let q = grow(&mut s.q, n * qd);
+        let k = grow(&mut s.k, n * kvd);
+        let v = grow(&mut s.v, n * kvd);
+        let (wq, wk, wv) = (
+            model.weights(&layer.wq)?,
+            model.weights(&layer.wk)?,
+            model.weights(&layer.wv)?,
+        );
+        kernels::matmul_many(pool, &[&wq, &wk, &wv], xn, n, &mut [q, k, v])?;
+        add_bias(q, layer.bq.as_deref());
+        add_bias(k, layer.bk.as_deref());
+        add_bias(v, layer.bv.as_deref());
+        if let Some(w) = &layer.q_norm {
+            rms_norm_rows_inplace(q, w, hp.rms_eps, hd);
         }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= hp.n_vocab) {
-            return Err(EngineError::BadToken {
-                id: bad,
-                n_vocab: hp.n_vocab,
-            });
+        if let Some(w) = &layer.k_norm {
+            rms_norm_rows_inplace(k, w, hp.rms_eps, hd);
         }
-        let first_logit_row = match want {
-            LogitsFor::Last => n - 1,
-            LogitsFor::From(s) => s.min(n - 1),
+        let style = match hp.rope_kind {
+            RopeKind::Adjacent => kernels::RopeStyle::Normal,
+            RopeKind::Halves => kernels::RopeStyle::Neox,
         };
-        let pool = &*self.pool;
-        let (d, qd, kvd, ff, hd) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff, hp.head_dim);
-        let pos0 = self.n_past;
-        let s = &mut self.scratch;
-        s.positions.clear();
-        s.positions.extend((pos0..pos0 + n).map(|p| p as u32));
-        let positions = &s.positions[..];
-        let x = grow(&mut s.x, n * d);
-        for (t, &tok) in tokens.iter().enumerate() {
-            let row = &mut x[t * d..(t + 1) * d];
-            model.row_f32(&model.token_embd, tok as usize, row)?;
-            if hp.embd_scale != 1.0 {
-                kernels::scale_inplace(row, hp.embd_scale);
-            }
-        }
-
-        for (il, layer) in model.layers.iter().enumerate() {
-            let la = hp.layers[il];
-            let xn = grow(&mut s.xn, n * d);
-            rms_norm_rows(x, &layer.attn_norm, hp.rms_eps, xn, d);
-            let q = grow(&mut s.q, n * qd);
-            let k = grow(&mut s.k, n * kvd);
-            let v = grow(&mut s.v, n * kvd);
-            let (wq, wk, wv) = (
-                model.weights(&layer.wq)?,
-                model.weights(&layer.wk)?,
-                model.weights(&layer.wv)?,
+        let rope = kernels::RopeConfig {
+            n_rot: hp.n_rot,
+            freq_base: la.rope_base,
+            freq_scale: la.rope_scale,
+            style,
+        };
+        kernels::rope_inplace(q, positions, hp.n_head, hd, &rope)?;
+        kernels::rope_inplace(k, positions, hp.n_head_kv, hd, &rope)?;
+        let attn = grow(&mut s.attn, n * qd);
+        let mut row0 = 0;
+        for seq in seqs.iter_mut() {
+            let rows = row0..row0 + seq.tokens.len();
+            seq.kv.store(
+                il,
+                seq.pos0,
+                &k[rows.start * kvd..rows.end * kvd],
+                &v[rows.start * kvd..rows.end * kvd],
             );
-            kernels::matmul_many(pool, &[&wq, &wk, &wv], xn, n, &mut [q, k, v])?;
-            add_bias(q, layer.bq.as_deref());
-            add_bias(k, layer.bk.as_deref());
-            add_bias(v, layer.bv.as_deref());
-            if let Some(w) = &layer.q_norm {
-                rms_norm_rows_inplace(q, w, hp.rms_eps, hd);
-            }
-            if let Some(w) = &layer.k_norm {
-                rms_norm_rows_inplace(k, w, hp.rms_eps, hd);
-            }
-            let style = match hp.rope_kind {
-                RopeKind::Adjacent => kernels::RopeStyle::Normal,
-                RopeKind::Halves => kernels::RopeStyle::Neox,
-            };
-            let rope = kernels::RopeConfig {
-                n_rot: hp.n_rot,
-                freq_base: la.rope_base,
-                freq_scale: la.rope_scale,
-                style,
-            };
-            kernels::rope_inplace(q, positions, hp.n_head, hd, &rope)?;
-            kernels::rope_inplace(k, positions, hp.n_head_kv, hd, &rope)?;
-            self.kv.store(il, pos0, k, v);
-            let attn = grow(&mut s.attn, n * qd);
-            self.kv
-                .attention(pool, hp, il, q, n, pos0, la.window, attn)?;
-            let proj = grow(&mut s.proj, n * d);
-            kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
-            if let Some(w) = &layer.post_attn_norm {
-                rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
-            }
-            kernels::add_inplace(x, proj);
-
-            let xn = grow(&mut s.xn, n * d);
-            rms_norm_rows(x, &layer.ffn_norm, hp.rms_eps, xn, d);
-            let gate = grow(&mut s.gate, n * ff);
-            let up = grow(&mut s.up, n * ff);
-            let (wg, wu) = (
-                model.weights(&layer.ffn_gate)?,
-                model.weights(&layer.ffn_up)?,
-            );
-            kernels::matmul_many(pool, &[&wg, &wu], xn, n, &mut [&mut *gate, &mut *up])?;
-            match hp.activation {
-                Activation::Silu => kernels::silu_inplace(gate),
-                Activation::GeluTanh => kernels::gelu_tanh_inplace(gate),
-            }
-            kernels::mul_inplace(gate, up);
-            let proj = grow(&mut s.proj, n * d);
-            kernels::matmul(pool, &model.weights(&layer.ffn_down)?, gate, n, proj)?;
-            if let Some(w) = &layer.post_ffn_norm {
-                rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
-            }
-            kernels::add_inplace(x, proj);
+            seq.kv.attention(
+                pool,
+                hp,
+                il,
+                &q[rows.start * qd..rows.end * qd],
+                rows.len(),
+                seq.pos0,
+                la.window,
+                &mut attn[rows.start * qd..rows.end * qd],
+            )?;
+            row0 = rows.end;
         }
+        let proj = grow(&mut s.proj, n * d);
+        kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
+        if let Some(w) = &layer.post_attn_norm {
+            rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
+        }
+        kernels::add_inplace(x, proj);
 
-        let rows = n - first_logit_row;
-        let xn = grow(&mut s.xn, rows * d);
+        let xn = grow(&mut s.xn, n * d);
+        rms_norm_rows(x, &layer.ffn_norm, hp.rms_eps, xn, d);
+        let gate = grow(&mut s.gate, n * ff);
+        let up = grow(&mut s.up, n * ff);
+        let (wg, wu) = (
+            model.weights(&layer.ffn_gate)?,
+            model.weights(&layer.ffn_up)?,
+        );
+        kernels::matmul_many(pool, &[&wg, &wu], xn, n, &mut [&mut *gate, &mut *up])?;
+        match hp.activation {
+            Activation::Silu => kernels::silu_inplace(gate),
+            Activation::GeluTanh => kernels::gelu_tanh_inplace(gate),
+        }
+        kernels::mul_inplace(gate, up);
+        let proj = grow(&mut s.proj, n * d);
+        kernels::matmul(pool, &model.weights(&layer.ffn_down)?, gate, n, proj)?;
+        if let Some(w) = &layer.post_ffn_norm {
+            rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
+        }
+        kernels::add_inplace(x, proj);
+    }
+
+    // Only the rows that want logits go through the (large) output projection.
+    let mut logit_rows = 0;
+    let mut row0 = 0;
+    for seq in seqs.iter() {
+        let n_seq = seq.tokens.len();
+        let wanted = n_seq - seq.first_logit_row;
+        let src = &x[(row0 + seq.first_logit_row) * d..(row0 + n_seq) * d];
+        let xn = grow(&mut s.xn, (logit_rows + wanted) * d);
         rms_norm_rows(
-            &x[first_logit_row * d..],
+            src,
             &model.output_norm,
             hp.rms_eps,
-            xn,
+            &mut xn[logit_rows * d..],
             d,
         );
-        let logits = grow(&mut s.logits, rows * hp.n_vocab);
-        kernels::matmul(pool, &model.weights(&model.output)?, xn, rows, logits)?;
-        self.n_past += n;
-        self.n_logits = rows;
-        Ok(&self.scratch.logits[..rows * hp.n_vocab])
+        logit_rows += wanted;
+        row0 += n_seq;
+    }
+    let xn = &s.xn[..logit_rows * d];
+    let logits = grow(&mut s.logits, logit_rows * hp.n_vocab);
+    kernels::matmul(pool, &model.weights(&model.output)?, xn, logit_rows, logits)?;
+    for seq in seqs.iter_mut() {
+        seq.pos0 += seq.tokens.len();
+    }
+    Ok(logit_rows)
+}
+
+/// One sequence's part in a [`Batcher::forward`] call.
+pub struct BatchItem<'a> {
+    pub session: &'a mut Session,
+    pub tokens: &'a [u32],
+    pub want: LogitsFor,
+}
+
+/// Why a [`Batcher::forward`] call refused to run: `index` names the offending item.
+#[derive(Debug, thiserror::Error)]
+#[error("batch item {index}: {error}")]
+pub struct BatchError {
+    pub index: usize,
+    #[source]
+    pub error: EngineError,
+}
+
+/// Runs the forward passes of several sessions of one model as one batch (continuous
+/// batching): decoding sequences and prompt chunks share every weight read of a step.
+pub struct Batcher {
+    model: Arc<Model>,
+    pool: Arc<ThreadPool>,
+    scratch: Scratch,
+}
+
+impl Batcher {
+    pub fn new(model: Arc<Model>, pool: Arc<ThreadPool>) -> Batcher {
+        Batcher {
+            model,
+            pool,
+            scratch: Scratch::default(),
+        }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// One forward pass over the tokens of every item. Every item is validated (same model,
+    /// context room, token ids) before anything runs, so an error changes no session.
+    /// Afterwards each `item.session.logits()` holds that sequence's logits and its
+    /// `n_past` has advanced by its token count.
+    pub fn forward(&mut self, items: &mut [BatchItem<'_>]) -> Result<(), BatchError> {
+        if items.is_empty() {
+            return Err(BatchError {
+                index: 0,
+                error: EngineError::EmptyBatch,
+            });
+        }
+        let mut first_rows = Vec::with_capacity(items.len());
+        for (index, it) in items.iter().enumerate() {
+            let fail = |error| BatchError { index, error };
+            if !Arc::ptr_eq(&it.session.model, &self.model) {
+                return Err(fail(EngineError::BadArgument(
+                    "the session belongs to another model than the batch".into(),
+                )));
+            }
+            let s = &*it.session;
+            first_rows
+                .push(validate(&self.model, &s.kv, s.n_past, it.tokens, it.want).map_err(fail)?);
+        }
+        let mut seqs: Vec<SeqView<'_>> = items
+            .iter_mut()
+            .zip(&first_rows)
+            .map(|(it, &first_logit_row)| SeqView {
+                kv: &mut it.session.kv,
+                pos0: it.session.n_past,
+                tokens: it.tokens,
+                first_logit_row,
+            })
+            .collect();
+        forward_seqs(&self.model, &self.pool, &mut self.scratch, &mut seqs)
+            .map_err(|error| BatchError { index: 0, error })?;
+        drop(seqs);
+        let n_vocab = self.model.hp.n_vocab;
+        let mut offset = 0;
+        for (it, &first) in items.iter_mut().zip(&first_rows) {
+            let rows = it.tokens.len() - first;
+            let src = &self.scratch.logits[offset * n_vocab..(offset + rows) * n_vocab];
+            let session = &mut *it.session;
+            grow(&mut session.scratch.logits, rows * n_vocab).copy_from_slice(src);
+            session.n_logits = rows;
+            session.n_past += it.tokens.len();
+            offset += rows;
+        }
+        Ok(())
     }
 }
 

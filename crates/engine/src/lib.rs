@@ -10,7 +10,7 @@ mod model;
 mod perplexity;
 pub mod sampling;
 
-pub use forward::{LogitsFor, Session};
+pub use forward::{BatchError, BatchItem, Batcher, LogitsFor, Session};
 pub use generate::{
     eval_prompt, generate, FinishReason, GenerateParams, Generation, DEFAULT_BATCH,
 };
