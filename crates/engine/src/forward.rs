@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kernels::ThreadPool;
 
 use crate::hparams::{Activation, RopeKind};
-use crate::kv::KvCache;
+use crate::kv::{KvCache, KvType};
 use crate::model::Model;
 use crate::EngineError;
 
@@ -55,8 +55,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session with an f16 KV cache of `n_ctx` positions.
     pub fn new(model: Arc<Model>, pool: Arc<ThreadPool>, n_ctx: usize) -> Session {
         let kv = KvCache::new(&model.hp, n_ctx);
+        Session::with_cache(model, pool, kv)
+    }
+
+    /// A session whose KV cache is stored as `kv_type` (q8_0 halves its memory and the bytes
+    /// attention reads per token; errors when the head size is not a multiple of its block).
+    pub fn with_kv_type(
+        model: Arc<Model>,
+        pool: Arc<ThreadPool>,
+        n_ctx: usize,
+        kv_type: KvType,
+    ) -> Result<Session, EngineError> {
+        let kv = KvCache::with_type(&model.hp, n_ctx, kv_type)?;
+        Ok(Session::with_cache(model, pool, kv))
+    }
+
+    fn with_cache(model: Arc<Model>, pool: Arc<ThreadPool>, kv: KvCache) -> Session {
         Session {
             model,
             pool,
@@ -65,6 +82,10 @@ impl Session {
             n_logits: 0,
             scratch: Scratch::default(),
         }
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.kv.kv_type()
     }
 
     pub fn model(&self) -> &Arc<Model> {

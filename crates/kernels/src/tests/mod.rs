@@ -2,6 +2,7 @@
 //! naive implementations (f64 where it matters).
 
 mod attention;
+mod attention_q8;
 mod dequant;
 mod kquant;
 mod matmul;
