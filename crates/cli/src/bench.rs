@@ -16,7 +16,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use engine::{LogitsFor, Model, Session};
+use engine::{KvType, LogitsFor, Model, Session};
 use kernels::ThreadPool;
 use serde_json::{json, Value};
 
@@ -25,7 +25,8 @@ const DEPTH_BATCH: usize = 512;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// GGUF model file.
+    /// GGUF model file or store name.
+    #[arg(value_name = "MODEL")]
     pub model: PathBuf,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long, value_name = "N")]
@@ -62,6 +63,9 @@ pub struct BenchArgs {
         default_value = "5"
     )]
     pub reps: String,
+    /// KV cache storage: f16 or q8_0 (llama-bench's `-ctk`/`-ctv`, both set alike).
+    #[arg(long = "kv", value_name = "TYPE", default_value = "f16", value_parser = crate::run::parse_kv)]
+    pub kv: KvType,
     /// Skip the untimed warm-up run of each test.
     #[arg(long)]
     pub no_warmup: bool,
@@ -307,12 +311,15 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .max()
         .unwrap_or(1);
 
-    let model =
-        Arc::new(Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?);
+    let model = Arc::new({
+        let path = crate::run::resolve(&a.model)?;
+        Model::load(&path).with_context(|| format!("loading {}", path.display()))?
+    });
     let pool = Arc::new(ThreadPool::new(n_threads));
     // The pool may cap the count; report what actually runs.
     let n_threads = pool.n_threads();
-    let mut session = Session::new(model.clone(), pool, n_ctx);
+    let mut session = Session::with_kv_type(model.clone(), pool, n_ctx, a.kv)
+        .with_context(|| format!("creating a {} KV cache of {n_ctx} positions", a.kv))?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let n_vocab = model.hp.n_vocab;
@@ -331,9 +338,18 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let cpu = cpu_info();
     let filename = a.model.display().to_string();
 
+    // llama-bench shows the cache type columns only when they are not the default.
+    let kv_cols = a.kv != KvType::F16;
     if !a.json {
-        println!("| model | size | params | backend | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        if kv_cols {
+            println!(
+                "| model | size | params | backend | threads | type_k | type_v | test | t/s |"
+            );
+            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+        } else {
+            println!("| model | size | params | backend | threads | test | t/s |");
+            println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        }
     }
 
     let mut ids = Ids(0x5eed_f00d);
@@ -363,8 +379,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         let (avg_ns, sd_ns) = mean_sd(&ns_f);
         let (avg_ts, sd_ts) = mean_sd(&samples_ts);
         if !a.json {
+            let kv = if kv_cols {
+                format!(" {0} | {0} |", a.kv)
+            } else {
+                String::new()
+            };
             println!(
-                "| {model_type} | {} | {} | CPU | {n_threads} | {} | {avg_ts:.2} ± {sd_ts:.2} |",
+                "| {model_type} | {} | {} | CPU | {n_threads} |{kv} {} | {avg_ts:.2} ± {sd_ts:.2} |",
                 fmt_mib(model_size),
                 fmt_params(n_params),
                 t.name()
@@ -383,8 +404,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "n_batch": t.n_prompt.max(1),
             "n_ubatch": t.n_prompt.max(1),
             "n_threads": n_threads,
-            "type_k": "f16",
-            "type_v": "f16",
+            "type_k": a.kv.name(),
+            "type_v": a.kv.name(),
             "n_gpu_layers": 0,
             "n_prompt": t.n_prompt,
             "n_gen": t.n_gen,
@@ -412,9 +433,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!();
         println!(
-            "load: {load_ms:.1} ms (start to model loaded and cache ready) | peak RSS: {} | KV cache: {} (n_ctx {n_ctx}, f16)",
+            "load: {load_ms:.1} ms (start to model loaded and cache ready) | peak RSS: {} | KV cache: {} (n_ctx {n_ctx}, {})",
             fmt_mib(peak),
-            fmt_mib(kv_bytes)
+            fmt_mib(kv_bytes),
+            a.kv
         );
     }
     Ok(())

@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -8,8 +7,9 @@ use serde_json::{json, Map};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// GGUF model file.
-    pub file: PathBuf,
+    /// GGUF model file or store name.
+    #[arg(value_name = "MODEL")]
+    pub file: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -57,7 +57,8 @@ fn is_provenance(key: &str) -> bool {
 }
 
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let f = GgufFile::open(&a.file)?;
+    let path = store::resolve_model_arg(&a.file)?;
+    let f = GgufFile::open(&path)?;
     let arch = f
         .get_str("general.architecture")
         .unwrap_or("unknown")
@@ -110,7 +111,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
             meta.insert(k.clone(), to_json(v));
         }
         let out = json!({
-            "file": a.file,
+            "file": path,
             "file_bytes": f.len(),
             "gguf_version": f.version(),
             "architecture": arch,
@@ -135,7 +136,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
 
     println!(
         "file:          {} ({} bytes, GGUF v{})",
-        a.file.display(),
+        path.display(),
         f.len(),
         f.version()
     );

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use engine::{FinishReason, GenerateParams, Model, SamplingParams, Session};
+use engine::{FinishReason, GenerateParams, KvType, Model, SamplingParams, Session};
 use kernels::ThreadPool;
 use serde_json::json;
 use tokenizer::chat::{ChatTemplate, RenderRequest};
 
 #[derive(Args)]
 pub struct ModelArgs {
-    /// GGUF model file.
+    /// GGUF model file or store name.
+    #[arg(value_name = "MODEL")]
     pub model: PathBuf,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
@@ -19,6 +20,15 @@ pub struct ModelArgs {
     /// Context size in tokens (default: the model's, capped at 4096).
     #[arg(short = 'c', long)]
     pub ctx: Option<usize>,
+    /// KV cache storage: f16, or q8_0 (about half the memory and bandwidth, slightly less
+    /// accurate).
+    #[arg(long = "kv", value_name = "TYPE", default_value = "f16", value_parser = parse_kv)]
+    pub kv: KvType,
+}
+
+/// Parses `--kv` (shared with `bench`).
+pub fn parse_kv(s: &str) -> Result<KvType, String> {
+    s.parse::<KvType>().map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -66,7 +76,8 @@ pub struct RunArgs {
 
 #[derive(Args)]
 pub struct TokenizeArgs {
-    /// GGUF model file.
+    /// GGUF model file or store name.
+    #[arg(value_name = "MODEL")]
     pub model: PathBuf,
     /// Text to tokenize.
     pub text: String,
@@ -101,15 +112,22 @@ fn pool(threads: Option<usize>) -> Result<Arc<ThreadPool>> {
     Ok(Arc::new(ThreadPool::new(n)))
 }
 
+/// A model argument: an existing file, else a store name.
+pub fn resolve(model: &std::path::Path) -> Result<PathBuf> {
+    Ok(store::resolve_model_arg(&model.to_string_lossy())?)
+}
+
 fn load(m: &ModelArgs) -> Result<(Arc<Model>, Session)> {
+    let path = resolve(&m.model)?;
     let model =
-        Arc::new(Model::load(&m.model).with_context(|| format!("loading {}", m.model.display()))?);
+        Arc::new(Model::load(&path).with_context(|| format!("loading {}", path.display()))?);
     let n_ctx = match m.ctx {
         Some(0) => bail!("--ctx must be at least 1"),
         Some(c) => c,
         None => model.hp.n_ctx_train.min(4096),
     };
-    let session = Session::new(model.clone(), pool(m.threads)?, n_ctx);
+    let session = Session::with_kv_type(model.clone(), pool(m.threads)?, n_ctx, m.kv)
+        .with_context(|| format!("creating a {} KV cache of {n_ctx} positions", m.kv))?;
     Ok((model, session))
 }
 
@@ -156,6 +174,12 @@ fn encode_prompt(model: &Model, text: &str) -> Vec<u32> {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
+    let obligations = crate::license_cmd::enforce_for_load(&a.m.model.to_string_lossy(), "run")?;
+    if a.verbose {
+        for o in &obligations {
+            eprintln!("licence obligation: {o}");
+        }
+    }
     let (model, mut session) = load(&a.m)?;
     let seed = a.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -189,9 +213,11 @@ pub fn run(a: RunArgs) -> Result<()> {
             model.weight_bytes() as f64 / 1048576.0
         );
         eprintln!(
-            "context: {} tokens, KV cache f16 {:.1} MiB; kernels: {:?}; seed {seed}",
+            "context: {} tokens, KV cache {} {:.1} MiB ({} bytes); kernels: {:?}; seed {seed}",
             session.n_ctx(),
+            a.m.kv,
             session.kv_bytes() as f64 / 1048576.0,
+            session.kv_bytes(),
             kernels::Isa::global()
         );
     }
@@ -360,7 +386,7 @@ fn chat(
 }
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
-    let f = gguf::GgufFile::open(&a.model)?;
+    let f = gguf::GgufFile::open(resolve(&a.model)?)?;
     let tok = tokenizer::Tokenizer::from_gguf(&f).context("building the tokenizer")?;
     let ids = tok.encode(&a.text, !a.no_bos, !a.no_special);
     if a.json {
@@ -384,6 +410,7 @@ pub fn perplexity(a: PerplexityArgs) -> Result<()> {
         ctx: Some(ctx),
         model: a.m.model.clone(),
         threads: a.m.threads,
+        kv: a.m.kv,
     };
     let (model, mut session) = load(&m)?;
     let mut text = std::fs::read_to_string(&a.file)

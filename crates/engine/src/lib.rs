@@ -6,6 +6,7 @@ mod forward;
 mod generate;
 pub mod hparams;
 mod kv;
+pub mod memory;
 mod model;
 mod perplexity;
 pub mod sampling;
@@ -15,7 +16,7 @@ pub use generate::{
     eval_prompt, generate, FinishReason, GenerateParams, Generation, DEFAULT_BATCH,
 };
 pub use hparams::{Arch, HParams};
-pub use kv::KvCache;
+pub use kv::{KvCache, KvType};
 pub use model::{Layer, Model, Tensor, SUPPORTED_TYPES};
 pub use perplexity::{perplexity, PerplexityResult};
 pub use sampling::{Sampler, SamplingParams};

@@ -214,6 +214,27 @@ pub fn log_sum_exp(logits: &[f32]) -> f64 {
     max + s.ln()
 }
 
+/// Log-probabilities under the softmax of the raw `logits` (before any penalty or
+/// temperature, as OpenAI's `logprobs` report them): the `chosen` token's, and the `n` most
+/// likely tokens with theirs, most likely first (ties: lower id first).
+pub fn logprobs(logits: &[f32], chosen: u32, n: usize) -> (f32, Vec<(u32, f32)>) {
+    let lse = log_sum_exp(logits);
+    let lp = |l: f32| (l as f64 - lse) as f32;
+    let chosen_lp = logits
+        .get(chosen as usize)
+        .map(|&l| lp(l))
+        .unwrap_or(f32::NEG_INFINITY);
+    let top = if n == 0 {
+        Vec::new()
+    } else {
+        top_k(logits, n)
+            .into_iter()
+            .map(|(id, l)| (id, lp(l)))
+            .collect()
+    };
+    (chosen_lp, top)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +308,16 @@ mod tests {
             top_k(&[1.0, 2.0, 2.0, 0.5], 3),
             vec![(1, 2.0), (2, 2.0), (0, 1.0)]
         );
+    }
+
+    #[test]
+    fn logprobs_are_log_softmax() {
+        let (c, top) = logprobs(&[0.0, 2.0_f32.ln(), 0.0], 1, 2);
+        assert!((c - 0.5f32.ln()).abs() < 1e-6);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].0, 1);
+        assert_eq!(top[1].0, 0);
+        assert!((top[1].1 - 0.25f32.ln()).abs() < 1e-6);
+        assert!(logprobs(&[1.0], 5, 0).0.is_infinite());
     }
 }
