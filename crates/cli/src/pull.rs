@@ -212,54 +212,10 @@ pub fn pull(args: PullArgs) -> Result<()> {
     }
 }
 
-/// The layer media type of a pulled file, as the store's import classifies it.
+/// The layer media type of a pulled file, as the store's import classifies it; files import
+/// would skip are kept as plain files (the hub selection already chose them).
 fn media_type_of(name: &str) -> &'static str {
-    let lower = name.to_ascii_lowercase();
-    let stem = lower.split('.').next().unwrap_or("");
-    if lower.ends_with(".gguf") {
-        media::GGUF
-    } else if lower.ends_with(".safetensors") {
-        media::SAFETENSORS
-    } else if lower.ends_with(".safetensors.index.json") {
-        media::SAFETENSORS_INDEX
-    } else if stem.starts_with("license") || stem.starts_with("licence") {
-        media::LICENSE
-    } else if stem.starts_with("notice") {
-        media::NOTICE
-    } else if stem.replace('-', "_").contains("use_policy") {
-        media::USE_POLICY
-    } else {
-        match lower.as_str() {
-            "readme.md" => media::MODEL_CARD,
-            "config.json" => media::CONFIG_JSON,
-            "tokenizer.json" => media::TOKENIZER,
-            "tokenizer_config.json" => media::TOKENIZER_CONFIG,
-            "generation_config.json" => media::PARAMS,
-            _ => media::FILE,
-        }
-    }
-}
-
-/// Layer order of the store's import: weights first, licence texts last.
-fn layer_rank(media_type: &str) -> usize {
-    [
-        media::GGUF,
-        media::SAFETENSORS,
-        media::SAFETENSORS_INDEX,
-        media::CONFIG_JSON,
-        media::TOKENIZER,
-        media::TOKENIZER_CONFIG,
-        media::TEMPLATE,
-        media::FILE,
-        media::PARAMS,
-        media::MODEL_CARD,
-        media::LICENSE,
-        media::NOTICE,
-        media::USE_POLICY,
-    ]
-    .iter()
-    .position(|m| *m == media_type)
-    .unwrap_or(usize::MAX)
+    store::classify(name).unwrap_or(media::FILE)
 }
 
 fn digest_of_hex(hex: &str) -> Result<Digest> {
@@ -451,7 +407,7 @@ fn model_config(
         // Opening validates every header field and tensor range of the stored bytes.
         let file = gguf::GgufFile::open(&path)
             .with_context(|| format!("{} is not a valid GGUF file", g.what()))?;
-        m = gguf_summary(&file);
+        m = store::gguf_summary(&file);
     } else {
         let cfg: Value = small
             .iter()
@@ -479,56 +435,6 @@ fn model_config(
     Ok(m)
 }
 
-fn gguf_summary(g: &gguf::GgufFile) -> Map<String, Value> {
-    let arch = g.get_str("general.architecture");
-    let params = g
-        .tensors()
-        .iter()
-        .map(|t| t.n_elements())
-        .fold(0u64, u64::saturating_add);
-    let mut by_type: std::collections::BTreeMap<&str, u64> = Default::default();
-    for t in g.tensors() {
-        *by_type.entry(t.ty.name()).or_default() += t.n_bytes;
-    }
-    let dominant = by_type.iter().max_by_key(|(_, b)| **b).map(|(t, _)| *t);
-    let mut general = Map::new();
-    for (k, v) in g.metadata() {
-        // Vocabulary-sized arrays stay in the weights file.
-        if k.starts_with("general.") && v.as_array().is_none_or(|a| a.len() <= 64) {
-            general.insert(k.clone(), gguf_value_json(v));
-        }
-    }
-    let mut m = Map::new();
-    m.insert("format".into(), json!("gguf"));
-    m.insert("architecture".into(), json!(arch));
-    m.insert("parameters".into(), json!(params));
-    m.insert("quantization".into(), json!(dominant));
-    m.insert(
-        "context_length".into(),
-        json!(arch.and_then(|a| g
-            .get(&format!("{a}.context_length"))
-            .and_then(|v| v.as_u64()))),
-    );
-    m.insert("tensor_types".into(), json!(by_type));
-    m.insert("general".into(), Value::Object(general));
-    m
-}
-
-fn gguf_value_json(v: &gguf::Value) -> Value {
-    match v {
-        gguf::Value::String(s) => json!(s),
-        gguf::Value::Bool(b) => json!(b),
-        gguf::Value::F32(x) => json!(x),
-        gguf::Value::F64(x) => json!(x),
-        gguf::Value::Array(_, items) => Value::Array(items.iter().map(gguf_value_json).collect()),
-        other => other
-            .as_i64()
-            .map(|i| json!(i))
-            .or_else(|| other.as_u64().map(|u| json!(u)))
-            .unwrap_or(Value::Null),
-    }
-}
-
 fn commit(
     store: &Store,
     name: &ModelRef,
@@ -537,7 +443,8 @@ fn commit(
     provenance: &str,
 ) -> Result<()> {
     layers.sort_by(|a, b| {
-        (layer_rank(&a.media_type), a.title()).cmp(&(layer_rank(&b.media_type), b.title()))
+        (store::layer_rank(&a.media_type), a.title())
+            .cmp(&(store::layer_rank(&b.media_type), b.title()))
     });
     let bytes = serde_json::to_vec_pretty(&Value::Object(config))?;
     let (cd, cs) = store.add_blob_from_bytes(&bytes)?;
@@ -733,7 +640,7 @@ mod tests {
         assert_eq!(media_type_of("NOTICE"), media::NOTICE);
         assert_eq!(media_type_of("tokenizer.model"), media::FILE);
         assert_eq!(media_type_of("generation_config.json"), media::PARAMS);
-        assert!(layer_rank(media::GGUF) < layer_rank(media::LICENSE));
+        assert!(store::layer_rank(media::GGUF) < store::layer_rank(media::LICENSE));
     }
 
     #[test]

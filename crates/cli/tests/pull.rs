@@ -260,12 +260,19 @@ fn two_concurrent_pulls_share_one_download() {
             .env_remove("HF_TOKEN")
             .env_remove("FREEHOLD_OFFLINE")
             .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (mut a, mut b) = (spawn("one"), spawn("two"));
-    assert!(a.wait().unwrap().success());
-    assert!(b.wait().unwrap().success());
+    let (a, b) = (spawn("one"), spawn("two"));
+    for child in [a, b] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let store = Store::open(home.path()).unwrap();
     assert_eq!(store.list().unwrap().len(), 2);
     assert!(store.verify(None).unwrap().is_ok());

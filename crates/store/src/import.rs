@@ -114,8 +114,8 @@ fn value_json(v: &Value) -> serde_json::Value {
 }
 
 /// The config blob's summary of a GGUF file: what `list`, `show` and the licence checks
-/// need without reopening the weights.
-fn gguf_summary(g: &GgufFile) -> Map<String, serde_json::Value> {
+/// need without reopening the weights (shared by import and pull).
+pub fn gguf_summary(g: &GgufFile) -> Map<String, serde_json::Value> {
     let arch = g.get_str("general.architecture");
     let params: u64 = g
         .tensors()
@@ -195,8 +195,9 @@ fn file_name(path: &Path) -> Result<String> {
     Ok(n)
 }
 
-/// Which layer a file of a model directory becomes, or why it is skipped.
-fn classify(name: &str) -> std::result::Result<&'static str, &'static str> {
+/// Which layer a file of a model directory becomes, or why it is skipped (shared by import
+/// and pull, so a model gets the same layers whichever way it arrives).
+pub fn classify(name: &str) -> std::result::Result<&'static str, &'static str> {
     let lower = name.to_ascii_lowercase();
     let stem = lower.split('.').next().unwrap_or("");
     if lower.ends_with(".gguf") {
@@ -240,7 +241,7 @@ fn classify(name: &str) -> std::result::Result<&'static str, &'static str> {
 }
 
 /// Order of layers in a manifest: weights first, licence texts last.
-fn layer_rank(media_type: &str) -> usize {
+pub fn layer_rank(media_type: &str) -> usize {
     [
         media::GGUF,
         media::SAFETENSORS,

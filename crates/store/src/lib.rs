@@ -29,7 +29,7 @@ mod store;
 pub use archive::{ExportReport, NAME_ANNOTATION, REF_NAME_ANNOTATION};
 pub use digest::{Digest, Hasher};
 pub use error::StoreError;
-pub use import::{ImportOptions, ImportReport};
+pub use import::{classify, gguf_summary, layer_rank, ImportOptions, ImportReport};
 pub use manifest::{media, Descriptor, Manifest, MAX_LAYERS, MAX_MANIFEST_BYTES, TITLE};
 pub use names::{
     check_file_name, sanitize_name, ModelRef, DEFAULT_TAG, MAX_FILE_NAME_LEN, MAX_NAME_LEN,

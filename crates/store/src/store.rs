@@ -338,7 +338,21 @@ impl Store {
         let mut db = Connection::open(&db_path).map_err(cat)?;
         db.busy_timeout(Duration::from_secs(30)).map_err(cat)?;
         // WAL: readers never block the one writer; FULL: a commit is on disk when it returns.
-        db.pragma_update(None, "journal_mode", "WAL").map_err(cat)?;
+        // Switching a new database to WAL takes an exclusive lock that SQLite does not wait
+        // for through the busy handler, so two processes opening a fresh store at once retry.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match db.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(cat(e)),
+            }
+        }
         db.pragma_update(None, "synchronous", "FULL").map_err(cat)?;
         let tx = db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
