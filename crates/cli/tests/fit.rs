@@ -32,9 +32,10 @@ fn fit_json(model: &Path, args: &[&str]) -> Value {
 /// most `n` tokens.
 fn prompt_of(model: &Path, n: usize) -> String {
     let licence = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/apache-2.0.txt"),
+        // The engine's copy of the reference text (source noted in its tests/data/README.md).
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/data/apache-2.0.txt"),
     )
-    .expect("shared/reference/apache-2.0.txt next to the repository");
+    .expect("crates/engine/tests/data/apache-2.0.txt");
     let text = licence.repeat(n / 1000 + 2);
     let tok = tokenizer::Tokenizer::from_gguf_path(model).expect("tokenizer");
     let count = |s: &str| tok.encode(s, true, true).len();
