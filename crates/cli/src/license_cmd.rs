@@ -484,16 +484,18 @@ pub fn inputs_of_source(path: &Path, extra_license: Option<&Path>) -> Result<Lic
         names.sort();
         for p in names {
             let name = file_name(&p);
-            let upper = name.to_ascii_uppercase();
-            if upper == "README.MD" {
-                inputs.model_card = Some(read_text(&p, "model card")?);
-            } else if ["LICENSE", "LICENCE", "USE_POLICY", "NOTICE"]
-                .iter()
-                .any(|k| upper.starts_with(k))
-            {
-                inputs.files.push((name, read_text(&p, "licence file")?));
-            } else if upper.ends_with(".GGUF") && inputs.gguf_metadata.is_empty() {
-                inputs.gguf_metadata = gather_file(&p, false)?.inputs.gguf_metadata;
+            // The same classification the store's import gives these files as layers.
+            match store::classify(&name) {
+                Ok(media::MODEL_CARD) => {
+                    inputs.model_card = Some(read_text(&p, "model card")?);
+                }
+                Ok(media::LICENSE | media::NOTICE | media::USE_POLICY) => {
+                    inputs.files.push((name, read_text(&p, "licence file")?));
+                }
+                Ok(media::GGUF) if inputs.gguf_metadata.is_empty() => {
+                    inputs.gguf_metadata = gather_file(&p, false)?.inputs.gguf_metadata;
+                }
+                _ => {}
             }
         }
         inputs

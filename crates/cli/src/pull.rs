@@ -90,11 +90,10 @@ impl PullMetadata {
     /// Licence, use-policy and notice texts as (file name, text).
     pub fn license_texts(&self) -> Vec<(String, String)> {
         self.text_of(|n| {
-            let u = n.to_ascii_uppercase();
-            u.starts_with("LICENSE")
-                || u.starts_with("LICENCE")
-                || u.starts_with("USE_POLICY")
-                || u.starts_with("NOTICE")
+            matches!(
+                store::classify(n),
+                Ok(media::LICENSE | media::NOTICE | media::USE_POLICY)
+            )
         })
     }
 

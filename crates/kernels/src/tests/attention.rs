@@ -3,16 +3,16 @@ use crate::attention::attention_isa;
 use crate::{KernelError, ThreadPool};
 use half::f16;
 
-/// Naive two-pass f64 attention.
+/// Naive two-pass f64 attention over f32 K/V (`[pos][n_kv][hd]`).
 #[allow(clippy::too_many_arguments)]
-fn naive(
+pub(super) fn naive_f32(
     q: &[f32],
     n_tokens: usize,
     n_head: usize,
     n_kv: usize,
     hd: usize,
-    k: &[f16],
-    v: &[f16],
+    k: &[f32],
+    v: &[f32],
     pos0: usize,
     window: Option<usize>,
     scale: f32,
@@ -33,7 +33,7 @@ fn naive(
                     scale as f64
                         * qr.iter()
                             .zip(kr)
-                            .map(|(a, b)| *a as f64 * b.to_f64())
+                            .map(|(a, b)| *a as f64 * *b as f64)
                             .sum::<f64>()
                 })
                 .collect();
@@ -44,13 +44,42 @@ fn naive(
                 let acc: f64 = keys
                     .iter()
                     .zip(&e)
-                    .map(|(&j, w)| w * v[(j * n_kv + kvh) * hd + d].to_f64())
+                    .map(|(&j, w)| w * v[(j * n_kv + kvh) * hd + d] as f64)
                     .sum();
                 out[(t * n_head + h) * hd + d] = (acc / z) as f32;
             }
         }
     }
     out
+}
+
+/// [`naive_f32`] over an f16 cache (f16 -> f32 is exact).
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    q: &[f32],
+    n_tokens: usize,
+    n_head: usize,
+    n_kv: usize,
+    hd: usize,
+    k: &[f16],
+    v: &[f16],
+    pos0: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Vec<f32> {
+    let f32s = |x: &[f16]| x.iter().map(|h| h.to_f32()).collect::<Vec<f32>>();
+    naive_f32(
+        q,
+        n_tokens,
+        n_head,
+        n_kv,
+        hd,
+        &f32s(k),
+        &f32s(v),
+        pos0,
+        window,
+        scale,
+    )
 }
 
 #[test]

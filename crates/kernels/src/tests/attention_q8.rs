@@ -1,60 +1,11 @@
 //! The Q8_0 KV cache: quantizer against `quant`, every kernel and split against the scalar
 //! reference and a naive f64 attention over the dequantized cache, and the errors.
 
+use super::attention::naive_f32 as naive;
 use super::{isas, randv, rng};
 use crate::attention::{attention_q8_0_plan, Plan};
 use crate::{attention_q8_0, q8_0_bytes, quantize_kv_q8_0, Isa, KernelError, ThreadPool};
 use rand::Rng;
-
-/// Naive two-pass f64 attention over f32 K/V (`[pos][n_kv][hd]`).
-#[allow(clippy::too_many_arguments)]
-fn naive(
-    q: &[f32],
-    n_tokens: usize,
-    n_head: usize,
-    n_kv: usize,
-    hd: usize,
-    k: &[f32],
-    v: &[f32],
-    pos0: usize,
-    window: Option<usize>,
-    scale: f32,
-) -> Vec<f32> {
-    let mut out = vec![0.0; q.len()];
-    for t in 0..n_tokens {
-        let p = pos0 + t;
-        for h in 0..n_head {
-            let kvh = h / (n_head / n_kv);
-            let qr = &q[(t * n_head + h) * hd..][..hd];
-            let keys: Vec<usize> = (0..=p)
-                .filter(|&j| window.is_none_or(|w| p - j < w))
-                .collect();
-            let s: Vec<f64> = keys
-                .iter()
-                .map(|&j| {
-                    let kr = &k[(j * n_kv + kvh) * hd..][..hd];
-                    scale as f64
-                        * qr.iter()
-                            .zip(kr)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum::<f64>()
-                })
-                .collect();
-            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum();
-            for d in 0..hd {
-                let acc: f64 = keys
-                    .iter()
-                    .zip(&e)
-                    .map(|(&j, w)| w * v[(j * n_kv + kvh) * hd + d] as f64)
-                    .sum();
-                out[(t * n_head + h) * hd + d] = (acc / z) as f32;
-            }
-        }
-    }
-    out
-}
 
 /// Quantizes `x` to Q8_0 with the kernels' helper and returns the bytes and the dequantized
 /// values (through `quant`, independently of the attention code).

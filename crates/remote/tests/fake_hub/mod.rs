@@ -182,6 +182,28 @@ fn respond(
     w.flush()
 }
 
+/// The repository a request names at revision `rev` (a branch name or its commit), or the
+/// error the hub answers: 401 for a missing or private repository without a token (the hub
+/// does not reveal which), 404 for an unknown revision.
+#[allow(clippy::type_complexity)]
+fn find_repo(
+    st: &State,
+    repo_id: &str,
+    rev: &str,
+    token_ok: bool,
+) -> Result<(String, Vec<FakeFile>, bool), (u16, &'static str, String)> {
+    let Some((commit, files, private)) = st.repos.get(repo_id).cloned() else {
+        return Err((401, "RepoNotFound", "Repository not found".into()));
+    };
+    if private && !token_ok {
+        return Err((401, "RepoNotFound", "Invalid username or password.".into()));
+    }
+    if rev != "main" && rev != commit {
+        return Err((404, "RevisionNotFound", format!("Invalid rev id: {rev}")));
+    }
+    Ok((commit, files, private))
+}
+
 fn error(
     w: &mut TcpStream,
     code: u16,
@@ -334,30 +356,12 @@ fn serve(
     if segs.len() >= 6 && segs[0] == "api" && segs[1] == "models" && segs[4] == "revision" {
         let repo_id = format!("{}/{}", segs[2], segs[3]);
         let rev = segs[5..].join("/").replace("%2F", "/");
-        let Some((commit, files, private)) = st.repos.get(&repo_id).cloned() else {
-            drop(st);
-            return error(&mut conn, 401, "RepoNotFound", "Repository not found", head);
-        };
-        if private && !token_ok(&st) {
-            drop(st);
-            return error(
-                &mut conn,
-                401,
-                "RepoNotFound",
-                "Invalid username or password.",
-                head,
-            );
-        }
+        let found = find_repo(&st, &repo_id, &rev, token_ok(&st));
         drop(st);
-        if rev != "main" && rev != commit {
-            return error(
-                &mut conn,
-                404,
-                "RevisionNotFound",
-                &format!("Invalid rev id: {rev}"),
-                head,
-            );
-        }
+        let (commit, files, private) = match found {
+            Ok(r) => r,
+            Err((status, code, message)) => return error(&mut conn, status, code, &message, head),
+        };
         let siblings: Vec<String> = files
             .iter()
             .map(|f| {
@@ -396,30 +400,12 @@ fn serve(
         let repo_id = format!("{}/{}", segs[0], segs[1]);
         let rev = segs[3].replace("%2F", "/");
         let file = segs[4..].join("/");
-        let Some((commit, files, private)) = st.repos.get(&repo_id).cloned() else {
-            drop(st);
-            return error(&mut conn, 401, "RepoNotFound", "Repository not found", head);
-        };
-        if private && !token_ok(&st) {
-            drop(st);
-            return error(
-                &mut conn,
-                401,
-                "RepoNotFound",
-                "Invalid username or password.",
-                head,
-            );
-        }
+        let found = find_repo(&st, &repo_id, &rev, token_ok(&st));
         drop(st);
-        if rev != "main" && rev != commit {
-            return error(
-                &mut conn,
-                404,
-                "RevisionNotFound",
-                &format!("Invalid rev id: {rev}"),
-                head,
-            );
-        }
+        let (commit, files, _) = match found {
+            Ok(r) => r,
+            Err((status, code, message)) => return error(&mut conn, status, code, &message, head),
+        };
         let Some(f) = files.iter().find(|f| f.path == file) else {
             return error(
                 &mut conn,
