@@ -424,6 +424,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
 
     let peak = peak_rss_bytes();
+    let repack_note = match model.repack {
+        Some(r) => format!(
+            " | repacked {} in {:.1} ms (load time included)",
+            fmt_mib(r.bytes as u64),
+            r.millis
+        ),
+        None => String::new(),
+    };
     if a.json {
         // Peak RSS is the whole run's; every object carries the same figure.
         for r in &mut results {
@@ -433,10 +441,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         println!();
         println!(
-            "load: {load_ms:.1} ms (start to model loaded and cache ready) | peak RSS: {} | KV cache: {} (n_ctx {n_ctx}, {})",
+            "load: {load_ms:.1} ms (start to model loaded and cache ready) | peak RSS: {} | KV cache: {} (n_ctx {n_ctx}, {}){}",
             fmt_mib(peak),
             fmt_mib(kv_bytes),
-            a.kv
+            a.kv,
+            repack_note
         );
     }
     Ok(())

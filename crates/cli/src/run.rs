@@ -212,6 +212,14 @@ pub fn run(a: RunArgs) -> Result<()> {
             model.hp.n_vocab,
             model.weight_bytes() as f64 / 1048576.0
         );
+        if let Some(r) = model.repack {
+            eprintln!(
+                "weights repacked for the AVX-512 VNNI kernels: {:.1} MiB in {:.1} ms \
+                 (the mapped pages they came from are released; FREEHOLD_REPACK=0 skips it)",
+                r.bytes as f64 / 1048576.0,
+                r.millis
+            );
+        }
         eprintln!(
             "context: {} tokens, KV cache {} {:.1} MiB ({} bytes); kernels: {:?}; seed {seed}",
             session.n_ctx(),

@@ -1,6 +1,7 @@
 //! Development measurement: aggregate decode tokens/s of `Batcher` at several batch sizes,
 //! engine only (no HTTP, no sampling beyond argmax). Usage:
-//! `cargo run --release -p engine --example batch_decode -- MODEL.gguf [threads] [steps]`.
+//! `cargo run --release -p engine --example batch_decode -- MODEL.gguf [threads] [steps]
+//! [batch sizes, e.g. 1,8]`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +19,10 @@ fn main() {
     let model = Arc::new(Model::load(std::path::Path::new(path)).expect("model loads"));
     let pool = Arc::new(ThreadPool::new(threads));
     let mut batcher = Batcher::new(model.clone(), pool.clone());
-    for n_seq in [1usize, 2, 4, 8, 16] {
+    let sizes: Vec<usize> = args.get(4).map_or(vec![1, 2, 4, 8, 16], |s| {
+        s.split(',').filter_map(|v| v.parse().ok()).collect()
+    });
+    for n_seq in sizes {
         let mut sessions: Vec<Session> = (0..n_seq)
             .map(|_| Session::new(model.clone(), pool.clone(), 512))
             .collect();

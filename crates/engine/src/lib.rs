@@ -17,7 +17,7 @@ pub use generate::{
 };
 pub use hparams::{Arch, HParams};
 pub use kv::{KvCache, KvType};
-pub use model::{Layer, Model, Tensor, SUPPORTED_TYPES};
+pub use model::{Layer, Model, RepackReport, Tensor, SUPPORTED_TYPES};
 pub use perplexity::{perplexity, PerplexityResult};
 pub use sampling::{Sampler, SamplingParams};
 

@@ -18,6 +18,9 @@ pub struct Tensor {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
+    /// The matrix repacked at load for this CPU's kernels (`kernels::pack_weights`), shared
+    /// by tied tensors; `None` when the kernels read the file's blocks directly.
+    pub packed: Option<Arc<kernels::PackedWeights>>,
 }
 
 /// Metadata arrays the tokenizer copies out of the file at load.
@@ -41,6 +44,12 @@ fn release_freed_memory() {
             malloc_trim(0);
         }
     }
+}
+
+/// Whether weights are repacked at load (`FREEHOLD_REPACK=0` turns it off, e.g. to compare
+/// against the file's layout or to save the load time on a one-shot command).
+fn repack_enabled() -> bool {
+    std::env::var("FREEHOLD_REPACK").map_or(true, |v| v != "0")
 }
 
 /// Weight types the engine computes with.
@@ -91,6 +100,17 @@ pub struct Model {
     pub output: Tensor,
     pub layers: Vec<Layer>,
     pub tokenizer: tokenizer::Tokenizer,
+    /// What load-time repacking did, when it ran.
+    pub repack: Option<RepackReport>,
+}
+
+/// Cost of repacking the weights at load (the issue asks for it to be reported).
+#[derive(Clone, Copy, Debug)]
+pub struct RepackReport {
+    /// Bytes of packed matrices (they replace the file pages they were read from).
+    pub bytes: usize,
+    /// Wall time of the repacking.
+    pub millis: f64,
 }
 
 impl Model {
@@ -166,7 +186,7 @@ impl Model {
             };
             layers.push(layer);
         }
-        Ok(Model {
+        let mut model = Model {
             hp,
             token_embd,
             output_norm,
@@ -174,7 +194,89 @@ impl Model {
             layers,
             tokenizer,
             file,
-        })
+            repack: None,
+        };
+        if repack_enabled() {
+            let t0 = std::time::Instant::now();
+            model.repack()?;
+            let bytes = model.packed_bytes();
+            if bytes > 0 {
+                model.repack = Some(RepackReport {
+                    bytes,
+                    millis: t0.elapsed().as_secs_f64() * 1e3,
+                });
+            }
+        }
+        Ok(model)
+    }
+
+    /// Repacks every matrix the kernels can read faster in their own layout (on threads, one
+    /// tensor at a time each), then releases the file pages it was read from, so resident
+    /// memory stays about one copy of the weights. The token embedding keeps being read from
+    /// the file (a few rows per token) even when the output projection shares its bytes.
+    fn repack(&mut self) -> Result<(), EngineError> {
+        let mut slots: Vec<&mut Tensor> = vec![&mut self.output];
+        for l in &mut self.layers {
+            slots.extend([
+                &mut l.wq,
+                &mut l.wk,
+                &mut l.wv,
+                &mut l.wo,
+                &mut l.ffn_gate,
+                &mut l.ffn_up,
+                &mut l.ffn_down,
+            ]);
+        }
+        let file = &self.file;
+        let ws = slots
+            .iter()
+            .map(|t| {
+                kernels::Weights::new(t.ty, file.tensor_data(&t.info), t.rows, t.cols).map_err(
+                    |e| EngineError::Tensor {
+                        name: t.info.name.clone(),
+                        message: e.to_string(),
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let pool = kernels::ThreadPool::with_available_parallelism();
+        let results = kernels::pack_weights(&pool, &ws, &|part| file.release_pages(part));
+        for (slot, packed) in slots.into_iter().zip(results) {
+            slot.packed = packed.map(Arc::new);
+        }
+        // A tied embedding is looked up in the packed copy: the file's pages were released.
+        if self.output.info.offset == self.token_embd.info.offset {
+            self.token_embd.packed = self.output.packed.clone();
+        }
+        Ok(())
+    }
+
+    /// Bytes held by load-time repacked weights (they replace the file pages they came from).
+    pub fn packed_bytes(&self) -> usize {
+        let mut seen = Vec::new();
+        let mut total = 0;
+        let all = [&self.output]
+            .into_iter()
+            .chain(self.layers.iter().flat_map(|l| {
+                [
+                    &l.wq,
+                    &l.wk,
+                    &l.wv,
+                    &l.wo,
+                    &l.ffn_gate,
+                    &l.ffn_up,
+                    &l.ffn_down,
+                ]
+            }));
+        for t in all {
+            if let Some(p) = &t.packed {
+                if !seen.contains(&Arc::as_ptr(p)) {
+                    seen.push(Arc::as_ptr(p));
+                    total += p.bytes();
+                }
+            }
+        }
+        total
     }
 
     /// The bytes of a weight inside the mapping.
@@ -183,15 +285,30 @@ impl Model {
     }
 
     /// A kernel view of a weight matrix.
-    pub fn weights(&self, t: &Tensor) -> Result<kernels::Weights<'_>, EngineError> {
-        kernels::Weights::new(t.ty, self.data(t), t.rows, t.cols).map_err(|e| EngineError::Tensor {
+    pub fn weights<'a>(&'a self, t: &'a Tensor) -> Result<kernels::Weights<'a>, EngineError> {
+        let err = |e: kernels::KernelError| EngineError::Tensor {
             name: t.info.name.clone(),
             message: e.to_string(),
-        })
+        };
+        let w = kernels::Weights::new(t.ty, self.data(t), t.rows, t.cols).map_err(err)?;
+        match &t.packed {
+            Some(p) => w.with_packed(p).map_err(err),
+            None => Ok(w),
+        }
     }
 
     /// Dequantizes row `row` of `t` (embedding lookup).
     pub fn row_f32(&self, t: &Tensor, row: usize, out: &mut [f32]) -> Result<(), EngineError> {
+        if let Some(p) = &t.packed {
+            if row >= t.rows || out.len() != t.cols {
+                return Err(EngineError::Tensor {
+                    name: t.info.name.clone(),
+                    message: format!("row {row} of {} into {} floats", t.rows, out.len()),
+                });
+            }
+            p.row_f32(row, out);
+            return Ok(());
+        }
         let row_bytes = t.info.n_bytes as usize / t.rows;
         let data = &self.data(t)[row * row_bytes..(row + 1) * row_bytes];
         quant::dequantize(t.ty, data, out).map_err(|e| EngineError::Tensor {
@@ -240,6 +357,7 @@ impl Loader<'_> {
             ty: t.ty,
             rows,
             cols,
+            packed: None,
         })
     }
 

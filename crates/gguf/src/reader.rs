@@ -401,6 +401,34 @@ impl GgufFile {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// Drops this process's resident pages of `part`, a sub-slice of a tensor's bytes the
+    /// caller has copied elsewhere (repacked weights); only whole pages inside it. The bytes
+    /// stay readable and are read back from the page cache if touched again. No effect on an
+    /// in-memory image or on a slice that is not inside this file's mapping.
+    pub fn release_pages(&self, part: &[u8]) {
+        let Backing::Mmap(m) = &self.bytes else {
+            return;
+        };
+        let (base, p) = (m.as_ptr() as usize, part.as_ptr() as usize);
+        if p < base || p + part.len() > base + m.len() {
+            return;
+        }
+        const PAGE: usize = 4096;
+        let start = p - base;
+        let (lo, hi) = (
+            start.next_multiple_of(PAGE),
+            (start + part.len()) / PAGE * PAGE,
+        );
+        if hi > lo {
+            // SAFETY: the mapping is read-only and never written, so MADV_DONTNEED cannot lose
+            // data: a later read faults the same file bytes back in. The mapping's base is
+            // page-aligned, so `lo` is too. Failure only means the pages stay resident.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
+    }
+
     /// The bytes of `t`, borrowed from the mapping (bounds were checked at open).
     ///
     /// # Panics

@@ -39,6 +39,7 @@ mod simd;
 pub use attention::{attention, attention_q8_0, q8_0_bytes, quantize_kv_q8_0};
 pub use dequant::{dequantize_row, is_supported, SUPPORTED_TYPES};
 pub use error::KernelError;
+pub use gemm_q32::{pack_weights, PackedWeights};
 pub use isa::{with_isa, Isa};
 pub use matmul::{matmul, supported_type_names, Weights};
 pub use matmul_many::matmul_many;

@@ -10,6 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use crate::dequant::dequant_row_g;
 use crate::dequant::{dequant_row_scalar, is_supported, row_bytes};
+use crate::gemm_q32::PackedWeights;
 use crate::isa::dispatch;
 #[cfg(target_arch = "x86_64")]
 use crate::isa::simd_fns;
@@ -31,6 +32,7 @@ pub struct Weights<'a> {
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    packed: Option<&'a PackedWeights>,
 }
 
 impl<'a> Weights<'a> {
@@ -67,7 +69,33 @@ impl<'a> Weights<'a> {
             rows,
             cols,
             row_bytes,
+            packed: None,
         })
+    }
+
+    /// The same matrix with its load-time repacking attached: kernels that read packed tiles
+    /// use it, the others keep reading `data`. Errors if `packed` is not this matrix's.
+    pub fn with_packed(self, packed: &'a PackedWeights) -> Result<Weights<'a>, KernelError> {
+        if (packed.ty(), packed.rows(), packed.cols()) != (self.ty, self.rows, self.cols) {
+            return Err(KernelError::InvalidShape(format!(
+                "matmul: packed {} x {} {} attached to {} x {} {}",
+                packed.rows(),
+                packed.cols(),
+                packed.ty(),
+                self.rows,
+                self.cols,
+                self.ty
+            )));
+        }
+        Ok(Weights {
+            packed: Some(packed),
+            ..self
+        })
+    }
+
+    /// The load-time repacking, if one is attached.
+    pub fn packed(&self) -> Option<&'a PackedWeights> {
+        self.packed
     }
 
     /// Element type.

@@ -4,7 +4,7 @@
 
 use super::dequant::random_row;
 use super::{isas, randv, rng};
-use crate::gemm_q32::{block_idot, matmul_q32_path, Fmt, Path, GEMM_MIN_TOKENS};
+use crate::gemm_q32::{block_idot, matmul_q32_path, pack_weights_isa, Fmt, Path, GEMM_MIN_TOKENS};
 use crate::q8act::{quant_row_scalar, quantize_acts, ActQ, QPath};
 use crate::{Isa, ThreadPool, Weights};
 use quant::GgmlType;
@@ -225,6 +225,19 @@ fn every_path_matches_integer_reference() {
                 data.extend(random_row(&mut r, ty, cols));
             }
             let w = Weights::new(ty, &data, rows, cols).unwrap();
+            // Load-time repacking (where this CPU has the kernels that read it) must give
+            // the same integers as every path over the GGUF blocks.
+            let packed = pack_weights_isa(Isa::best(), &pools[1], &[w], &|_| {})
+                .pop()
+                .flatten();
+            let wp = packed.as_ref().map(|p| w.with_packed(p).unwrap());
+            let mut runs: Vec<(String, Path, Weights)> = paths()
+                .into_iter()
+                .map(|p| (format!("{p:?}"), p, w))
+                .collect();
+            if let Some(wp) = wp {
+                runs.push(("packed".into(), Path::for_isa(Isa::best()), wp));
+            }
             for n_tokens in [1, 2, 3, 5, 17, 64] {
                 k += 1;
                 // Skip a few big combinations to keep the test quick.
@@ -235,15 +248,15 @@ fn every_path_matches_integer_reference() {
                 let mut a = ActQ::default();
                 quant_rows(&x, n_tokens, cols, off_of(ty), &mut a);
                 let (want, mag) = int_reference(&w, &a);
-                for path in paths() {
+                for (label, path, w) in &runs {
                     let pool = &pools[k % 3];
                     let mut out = vec![f32::NAN; n_tokens * rows];
-                    matmul_q32_path(path, pool, &w, &x, n_tokens, &mut out);
+                    matmul_q32_path(*path, pool, w, &x, n_tokens, &mut out);
                     for i in 0..out.len() {
                         let err = (out[i] as f64 - want[i]).abs();
                         assert!(
                             err <= 1e-5 * mag[i] + 1e-6,
-                            "{ty} {path:?} rows {rows} cols {cols} tokens {n_tokens} \
+                            "{ty} {label} rows {rows} cols {cols} tokens {n_tokens} \
                              threads {}: out[{i}] = {} want {} (mag {})",
                             pool.n_threads(),
                             out[i],
@@ -393,6 +406,55 @@ fn model_shapes_gemm_matches_gemv() {
                     want[i]
                 );
             }
+        }
+    }
+}
+
+/// A packing is only accepted by the matrix it was made from.
+#[test]
+fn packed_weights_must_match_their_matrix() {
+    let mut r = rng(38);
+    let data = random_row(&mut r, GgmlType::Q4_1, 64).repeat(40);
+    let w = Weights::new(GgmlType::Q4_1, &data, 40, 64).unwrap();
+    let pool = ThreadPool::new(2);
+    let Some(p) = pack_weights_isa(Isa::best(), &pool, &[w], &|_| {})
+        .pop()
+        .flatten()
+    else {
+        return; // this CPU has no kernel that reads packed weights
+    };
+    assert_eq!(p.bytes(), 64 * 2 * 10 * 2, "2 tiles x 2 blocks x 10 lines");
+    let other = Weights::new(GgmlType::Q4_1, &data[..20 * 40], 20, 64).unwrap();
+    let err = other.with_packed(&p).unwrap_err().to_string();
+    assert!(err.contains("packed 40 x 64"), "{err}");
+    assert!(pack_weights_isa(Isa::Scalar, &pool, &[w], &|_| {})[0].is_none());
+}
+
+/// A tied embedding is looked up in the packed copy: every row must dequantize exactly as
+/// the file's blocks do.
+#[test]
+fn packed_rows_dequantize_like_the_file() {
+    let mut r = rng(39);
+    let pool = ThreadPool::new(2);
+    for ty in TYPES {
+        let (rows, cols) = (45, 96);
+        let mut data = Vec::new();
+        for _ in 0..rows {
+            data.extend(random_row(&mut r, ty, cols));
+        }
+        let w = Weights::new(ty, &data, rows, cols).unwrap();
+        let Some(p) = pack_weights_isa(Isa::best(), &pool, &[w], &|_| {})
+            .pop()
+            .flatten()
+        else {
+            return; // this CPU has no kernel that reads packed weights
+        };
+        for row in 0..rows {
+            let mut want = vec![0.0f32; cols];
+            quant::dequantize(ty, w.row(row), &mut want).unwrap();
+            let mut got = vec![0.0f32; cols];
+            p.row_f32(row, &mut got);
+            assert_eq!(got, want, "{ty} row {row}");
         }
     }
 }
