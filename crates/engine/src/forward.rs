@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kernels::ThreadPool;
 
-use crate::hparams::{Activation, RopeKind};
+use crate::hparams::{Activation, HParams, RopeKind};
 use crate::kv::{KvCache, KvType};
 use crate::model::Model;
 use crate::EngineError;
@@ -169,6 +169,84 @@ struct SeqView<'a> {
     first_logit_row: usize,
 }
 
+/// Attention of every sequence over its own cache. Sequences that decode (a few rows each)
+/// are spread over the pool one whole sequence per job, longest context first: one dispatch
+/// per layer instead of one per sequence, and no split-K partials to combine. A sequence
+/// with a prompt chunk runs alone with the whole pool, as a single sequence does.
+#[allow(clippy::too_many_arguments)]
+fn attend_seqs(
+    pool: &ThreadPool,
+    hp: &HParams,
+    il: usize,
+    window: Option<usize>,
+    seqs: &[SeqView<'_>],
+    q: &[f32],
+    attn: &mut [f32],
+) -> Result<(), EngineError> {
+    let qd = hp.q_dim();
+    const DECODE_ROWS: usize = 4;
+    let spread = seqs.len() >= 2 && seqs.iter().all(|q| q.tokens.len() <= DECODE_ROWS);
+    if !spread {
+        let mut row0 = 0;
+        for seq in seqs {
+            let rows = row0..row0 + seq.tokens.len();
+            seq.kv.attention(
+                pool,
+                hp,
+                il,
+                &q[rows.start * qd..rows.end * qd],
+                rows.len(),
+                seq.pos0,
+                window,
+                &mut attn[rows.start * qd..rows.end * qd],
+            )?;
+            row0 = rows.end;
+        }
+        return Ok(());
+    }
+    let mut outs = Vec::with_capacity(seqs.len());
+    let mut rest = attn;
+    let mut row0 = 0;
+    for seq in seqs {
+        let (mine, tail) = rest.split_at_mut(seq.tokens.len() * qd);
+        outs.push(std::sync::Mutex::new((row0, mine)));
+        row0 += seq.tokens.len();
+        rest = tail;
+    }
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].pos0));
+    let failure = std::sync::Mutex::new(None);
+    pool.for_each_chunk(order.len(), 1, |range| {
+        for &i in &order[range] {
+            let seq = &seqs[i];
+            let mut slot = outs[i].lock().unwrap_or_else(|e| e.into_inner());
+            let r0 = slot.0;
+            let n_rows = seq.tokens.len();
+            // Inside a pool job the kernel runs on this thread alone.
+            let res = seq.kv.attention(
+                pool,
+                hp,
+                il,
+                &q[r0 * qd..(r0 + n_rows) * qd],
+                n_rows,
+                seq.pos0,
+                window,
+                &mut *slot.1,
+            );
+            if let Err(e) = res {
+                failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+            }
+        }
+    });
+    match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// The forward pass over the rows of several sequences at once. Every weight matrix is
 /// applied to all rows in one call (read once per step, however many sequences decode);
 /// RoPE takes each row's own position; only attention is per sequence, over its own cache.
@@ -242,18 +320,9 @@ fn forward_seqs(
                 &k[rows.start * kvd..rows.end * kvd],
                 &v[rows.start * kvd..rows.end * kvd],
             );
-            seq.kv.attention(
-                pool,
-                hp,
-                il,
-                &q[rows.start * qd..rows.end * qd],
-                rows.len(),
-                seq.pos0,
-                la.window,
-                &mut attn[rows.start * qd..rows.end * qd],
-            )?;
             row0 = rows.end;
         }
+        attend_seqs(pool, hp, il, la.window, seqs, q, attn)?;
         let proj = grow(&mut s.proj, n * d);
         kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
         if let Some(w) = &layer.post_attn_norm {
