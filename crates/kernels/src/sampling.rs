@@ -22,15 +22,30 @@ fn order(a: &(u32, f32), b: &(u32, f32)) -> Ordering {
 /// Index of the largest logit (the lowest such index on ties; NaN never wins unless all
 /// are NaN), or `None` for an empty slice.
 pub fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &v) in logits.iter().enumerate() {
-        let v = key(v);
-        match best {
-            Some((_, b)) if v <= b => {}
-            _ => best = Some((i, v)),
+    if logits.is_empty() {
+        return None;
+    }
+    // Two branch-free passes that vectorise (a max per lane, then the first index holding
+    // it) instead of one compare-and-branch per logit: this runs once per decoded token of
+    // every sequence over the whole vocabulary. `v > m` is false for NaN, so NaN is skipped.
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
         }
     }
-    best.map(|(i, _)| i as u32)
+    let best = lanes
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    if best == f32::NEG_INFINITY {
+        // Every logit is -inf or NaN: all tie, the lowest index wins.
+        return Some(0);
+    }
+    logits.iter().position(|&v| v == best).map(|i| i as u32)
 }
 
 /// The `k` largest logits as `(token id, logit)`, sorted by logit descending, ties by lower id

@@ -29,3 +29,44 @@ fn top_k_order_and_ties() {
     assert_eq!(top_k(&v, 40), full[..40].to_vec());
     assert_eq!(argmax(&v), Some(full[0].0));
 }
+
+/// The vectorised argmax against the one-by-one definition, on long vectors with ties, NaN
+/// and infinities at lane and tail positions.
+#[test]
+fn argmax_matches_sequential_definition() {
+    let naive = |v: &[f32]| -> Option<u32> {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &x) in v.iter().enumerate() {
+            let x = if x.is_nan() { f32::NEG_INFINITY } else { x };
+            match best {
+                Some((_, b)) if x <= b => {}
+                _ => best = Some((i, x)),
+            }
+        }
+        best.map(|(i, _)| i as u32)
+    };
+    let mut seed = 7u32;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for len in [1usize, 15, 16, 17, 33, 100, 49152] {
+        for case in 0..20 {
+            let mut v: Vec<f32> = (0..len).map(|_| (next() % 50) as f32 - 25.0).collect();
+            for _ in 0..case % 4 {
+                let i = next() as usize % len;
+                v[i] = match next() % 3 {
+                    0 => f32::NAN,
+                    1 => f32::NEG_INFINITY,
+                    _ => f32::INFINITY,
+                };
+            }
+            if case == 19 {
+                v.iter_mut().for_each(|x| *x = f32::NAN);
+            }
+            assert_eq!(argmax(&v), naive(&v), "len {len} case {case}");
+        }
+    }
+}

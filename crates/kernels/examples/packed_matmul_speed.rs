@@ -1,0 +1,85 @@
+//! Development measurement: time of one packed Q4_1 / Q8_0 matmul at several token counts
+//! (best of many calls, one thread, so a busy machine disturbs it least). Usage:
+//! `cargo run --release -p kernels --example packed_matmul_speed`.
+
+use kernels::{matmul, pack_weights, ThreadPool, Weights};
+use quant::GgmlType;
+use std::time::Instant;
+
+fn main() {
+    let pool = ThreadPool::new(1);
+    let mut seed = 1u32;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
+    };
+    // Streaming: ~64 MB of Q4_1 matrices in turn, as a decode step reads a model's layers.
+    {
+        let (rows, cols, count) = (1536usize, 576usize, 120usize);
+        let f: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+        let data = quant::quantize(GgmlType::Q4_1, &f).expect("quantize");
+        let copies: Vec<Vec<u8>> = (0..count).map(|_| data.clone()).collect();
+        let ws: Vec<Weights> = copies
+            .iter()
+            .map(|d| Weights::new(GgmlType::Q4_1, d, rows, cols).expect("weights"))
+            .collect();
+        let packed = pack_weights(&pool, &ws, &|_| {});
+        let wps: Vec<Weights> = ws
+            .iter()
+            .zip(&packed)
+            .map(|(w, p)| match p {
+                Some(p) => w.with_packed(p).expect("packed"),
+                None => *w,
+            })
+            .collect();
+        for n in [1usize, 4, 8] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
+            let mut out = vec![0.0f32; n * rows];
+            let mut best = f64::MAX;
+            for _ in 0..15 {
+                let t0 = Instant::now();
+                for w in &wps {
+                    matmul(&pool, w, &x, n, &mut out).expect("matmul");
+                }
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            let bytes = (count * data.len()) as f64;
+            println!(
+                "stream {count} x Q4_1 {rows}x{cols} tokens {n}: {:7.2} ms  {:5.1} GB/s",
+                best * 1e3,
+                bytes / best / 1e9
+            );
+        }
+    }
+    for (ty, rows, cols) in [
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q8_0, 4096, 576),
+    ] {
+        let f: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
+        let data = quant::quantize(ty, &f).expect("quantize");
+        let w = Weights::new(ty, &data, rows, cols).expect("weights");
+        let packed = pack_weights(&pool, &[w], &|_| {}).pop().flatten();
+        let wp = match &packed {
+            Some(p) => w.with_packed(p).expect("packed"),
+            None => w,
+        };
+        for n in [1usize, 4, 8, 16] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
+            let mut out = vec![0.0f32; n * rows];
+            let mut best = f64::MAX;
+            for _ in 0..300 {
+                let t0 = Instant::now();
+                matmul(&pool, &wp, &x, n, &mut out).expect("matmul");
+                best = best.min(t0.elapsed().as_secs_f64());
+            }
+            let gmacs = (rows * cols * n) as f64 / best / 1e9;
+            println!(
+                "{ty} {rows}x{cols} tokens {n:2}: {:8.1} us  {gmacs:6.1} GMAC/s",
+                best * 1e6
+            );
+        }
+    }
+}
