@@ -2,8 +2,9 @@
 //! slot) and is the only caller of the engine for that model. Each step it admits waiting
 //! requests into free slots (reusing the slot whose cached tokens share the longest prefix with
 //! the prompt), drops sequences whose client went away, and runs one forward pass holding one
-//! new token of every decoding sequence plus at most one chunk of one pending prompt, so a
-//! long prompt never stalls the running streams for more than a chunk.
+//! new token of every decoding sequence plus up to a chunk of pending prompt tokens (shared
+//! by the prompts waiting, oldest first), so a long prompt never stalls the running streams
+//! for more than a chunk and prompts that arrive together are evaluated together.
 //!
 //! Requests arrive on a std channel; results go back on a tokio channel per request, whose
 //! closing (the HTTP side dropped the receiver: the client disconnected) cancels the sequence
@@ -364,21 +365,29 @@ impl Scheduler {
                 }
             }
         }
-        // One prompt chunk per step, oldest admission first.
-        let chunk = if plan.is_empty() {
+        // A budget of prompt tokens per step, spent on the pending prompts oldest admission
+        // first: prompts that arrive together are evaluated in one pass (weights read once
+        // for all of them), and a long one still only takes a chunk per step.
+        let mut budget = if plan.is_empty() {
             self.cfg.idle_chunk
         } else {
             self.cfg.chunk
-        };
-        let pending = self
+        }
+        .max(1);
+        let mut pending: Vec<(usize, &Seq)> = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.seq.as_ref().map(|q| (i, q)))
             .filter(|(_, q)| q.next.is_none() && q.prefilled < q.job.prompt.len())
-            .min_by_key(|(_, q)| q.admitted);
-        if let Some((i, q)) = pending {
-            let end = (q.prefilled + chunk.max(1)).min(q.job.prompt.len());
+            .collect();
+        pending.sort_by_key(|(_, q)| q.admitted);
+        for (i, q) in pending {
+            if budget == 0 {
+                break;
+            }
+            let end = (q.prefilled + budget).min(q.job.prompt.len());
+            budget -= end - q.prefilled;
             plan.push(Planned {
                 slot: i,
                 tokens: q.job.prompt[q.prefilled..end].to_vec(),
