@@ -923,12 +923,11 @@ unsafe fn pack_tiles_vnni<F: Fmt>(w: &Weights, tiles: std::ops::Range<usize>, ou
     }
 }
 
-/// A page-aligned buffer of lines. On Linux it is mapped with its pages populated up front
-/// (one system call instead of a page fault per 4 KiB while packing: measured, faults were
-/// most of the packing time), and once written it is offered to transparent huge pages, which
-/// the kernel's background collapsing may give it later: the packed weights are streamed
-/// every token, and 2 MiB pages spare TLB misses. Asking for huge pages at allocation
-/// instead made packing 4x slower on the development VM (first touch of a huge page).
+/// A page-aligned buffer of lines, on transparent huge pages where the kernel allows it:
+/// the packed weights are streamed every token, and 2 MiB pages spare the TLB misses of 4 KiB
+/// ones (measured on SmolLM2: decode +11%, 310 vs 280 t/s). The price is paid at first
+/// touch, while packing: on the development VM that varied from faster than 4 KiB pages to
+/// several times slower (Gemma 3: 65 to 650 ms), so `bench` and `run --verbose` report it.
 struct LineBuf {
     ptr: std::ptr::NonNull<Line>,
     len: usize,
@@ -952,12 +951,14 @@ impl LineBuf {
                     std::ptr::null_mut(),
                     bytes,
                     libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                     -1,
                     0,
                 )
             };
             if raw != libc::MAP_FAILED {
+                // SAFETY: advice on the mapping just made; failure only means 4 KiB pages.
+                unsafe { libc::madvise(raw, bytes, libc::MADV_HUGEPAGE) };
                 if let Some(ptr) = std::ptr::NonNull::new(raw as *mut Line) {
                     return LineBuf { ptr, len, bytes };
                 }
@@ -978,15 +979,6 @@ impl LineBuf {
 
     fn layout(bytes: usize) -> std::alloc::Layout {
         std::alloc::Layout::from_size_align(bytes, 4096).expect("kernels: packed size overflows")
-    }
-
-    /// Called once every line is written.
-    fn written(&self) {
-        #[cfg(target_os = "linux")]
-        // SAFETY: advice on memory this value owns; failure only means 4 KiB pages.
-        unsafe {
-            libc::madvise(self.ptr.as_ptr().cast(), self.bytes, libc::MADV_HUGEPAGE);
-        }
     }
 
     fn as_slice(&self) -> &[Line] {
@@ -1208,7 +1200,6 @@ pub(crate) fn pack_weights_isa(
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (pool, release, &jobs);
-    arena.written();
     ws.iter()
         .zip(places)
         .map(|(w, place)| {
