@@ -791,12 +791,14 @@ unsafe fn unpack_group<F: Fmt>(lines: *const Line, g: usize) -> (__m512i, __m512
 #[cfg(target_arch = "x86_64")]
 const PACKED_PF_LINES: usize = 64;
 
-/// Tokens `t0..t0 + T` times the packed tile at `buf` (rows `r0..r0 + nr`).
+/// Tokens `t0..t0 + T` times the packed tile at `buf` (rows `r0..r0 + nr`), prefetching
+/// the lines at `pf` (as far from `buf` as wanted) in step with the blocks.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn gemm_micro<F: Fmt, const T: usize>(
     c: &Ctx,
     buf: *const Line,
+    pf: *const Line,
     r0: usize,
     nr: usize,
     t0: usize,
@@ -809,10 +811,8 @@ unsafe fn gemm_micro<F: Fmt, const T: usize>(
     let mut facc = [[_mm512_setzero_ps(); T]; 2];
     for b in 0..nb {
         let lines = buf.add(b * lpb);
-        // The tile is one contiguous span; with one token per call the kernel is bound by
-        // how fast it streams, and the hardware prefetcher stops at every 4 KiB page.
         for k in 0..lpb {
-            _mm_prefetch::<_MM_HINT_T0>(lines.wrapping_add(PACKED_PF_LINES + k) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(b * lpb + k) as *const i8);
         }
         let mut iacc = [[_mm512_setzero_si512(); T]; 2];
         if F::OFF != 0 {
@@ -874,25 +874,43 @@ unsafe fn gemm_micro<F: Fmt, const T: usize>(
     }
 }
 
-/// Every token times the packed tile at `buf` (rows `r0..r0 + nr`).
+/// Every token times the packed tile at `buf` (rows `r0..r0 + nr`), 4 tokens per pass over
+/// the tile. The first pass streams the tile from memory (prefetching a little ahead: the
+/// hardware prefetcher stops at every 4 KiB page); a later pass finds it in L1 and is
+/// compute-bound, so it prefetches `next` (the tile this thread takes next, or null) to keep
+/// memory busy meanwhile.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `buf` holds the tile's
 /// `nb * lines_per_block::<F>()` lines; rows `r0..r0 + nr` belong to the calling job.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemm_packed_tile_vnni<F: Fmt>(c: &Ctx, buf: *const Line, r0: usize, nr: usize) {
+unsafe fn gemm_packed_tile_vnni<F: Fmt>(
+    c: &Ctx,
+    buf: *const Line,
+    next: *const Line,
+    r0: usize,
+    nr: usize,
+) {
     let n = c.a.n_tokens;
+    let ahead = buf.wrapping_add(PACKED_PF_LINES);
+    let n_pass = n.div_ceil(TT);
     let mut t = 0;
-    while t + TT <= n {
-        gemm_micro::<F, TT>(c, buf, r0, nr, t);
+    let mut pass = 0;
+    while t < n {
+        let pf = if pass > 0 && pass + 1 == n_pass && !next.is_null() {
+            next
+        } else {
+            ahead
+        };
+        match (n - t).min(TT) {
+            4 => gemm_micro::<F, 4>(c, buf, pf, r0, nr, t),
+            3 => gemm_micro::<F, 3>(c, buf, pf, r0, nr, t),
+            2 => gemm_micro::<F, 2>(c, buf, pf, r0, nr, t),
+            _ => gemm_micro::<F, 1>(c, buf, pf, r0, nr, t),
+        }
         t += TT;
-    }
-    match n - t {
-        3 => gemm_micro::<F, 3>(c, buf, r0, nr, t),
-        2 => gemm_micro::<F, 2>(c, buf, r0, nr, t),
-        1 => gemm_micro::<F, 1>(c, buf, r0, nr, t),
-        _ => {}
+        pass += 1;
     }
 }
 
@@ -904,7 +922,7 @@ unsafe fn gemm_packed_tile_vnni<F: Fmt>(c: &Ctx, buf: *const Line, r0: usize, nr
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemm_tile_vnni<F: Fmt>(c: &Ctx, r0: usize, nr: usize, buf: *mut Line) {
     pack_tile::<F>(c.w, r0, nr, buf);
-    gemm_packed_tile_vnni::<F>(c, buf, r0, nr);
+    gemm_packed_tile_vnni::<F>(c, buf, std::ptr::null(), r0, nr);
 }
 
 /// Packs tiles `tiles` of `w` into `out` (the whole matrix's lines).
@@ -1236,9 +1254,18 @@ fn run<F: Fmt>(path: Path, pool: &ThreadPool, c: &Ctx) {
         let n_tiles = rows.div_ceil(TILE);
         let per_tile = c.a.nb * lines_per_block::<F>();
         if let Some(p) = c.w.packed() {
-            pool.for_each_chunk(n_tiles, 1, |tiles| {
+            // Runs of consecutive tiles per job, so the tile a pass prefetches is this
+            // thread's next one; several runs per thread keep the load balanced.
+            let run = (n_tiles / (4 * pool.n_threads().max(1))).clamp(1, 8);
+            pool.for_each_chunk(n_tiles, run, |tiles| {
+                let last = tiles.end - 1;
                 for tile in tiles {
                     let r0 = tile * TILE;
+                    let next = if tile < last {
+                        p.tile(tile + 1, per_tile)
+                    } else {
+                        std::ptr::null()
+                    };
                     // SAFETY: `Path::Vnni512` is chosen only when the CPU has these
                     // features; `Weights::with_packed` checked that the packing matches `w`;
                     // tiles are disjoint row ranges, one job each.
@@ -1246,6 +1273,7 @@ fn run<F: Fmt>(path: Path, pool: &ThreadPool, c: &Ctx) {
                         gemm_packed_tile_vnni::<F>(
                             c,
                             p.tile(tile, per_tile),
+                            next,
                             r0,
                             TILE.min(rows - r0),
                         )
