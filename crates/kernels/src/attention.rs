@@ -7,8 +7,9 @@
 //! `head_dim` must be a multiple of 32; it is quantized by [`quantize_kv_q8_0`] (`quant`'s
 //! reference quantizer, bit-identical to ggml's). The kernels are generic over the format
 //! (`Fmt`): a Q8_0 vector load sign-extends 16 or 8 bytes to f32 and multiplies by the block
-//! scale, giving exactly the values the scalar reference dequantizes, so both formats share
-//! one algorithm and one set of tests.
+//! scale, giving exactly the values the scalar reference dequantizes (the decode kernel's
+//! value update applies the scale to the weights instead, equal up to rounding), so both
+//! formats share one algorithm and one set of tests.
 //!
 //! # Algorithm
 //! Single pass with a running maximum (flash-attention style): keys are taken in blocks, each
@@ -34,8 +35,25 @@
 //!   prefetched. Taking one head at a time instead reads a third or a quarter of every cache
 //!   line pair and leaves the hardware prefetchers a strided pattern: measured, that ran the
 //!   decode at depth at about 6 GB/s, a third of what a plain stream gets. Inside a block, up
-//!   to 4 rows of a head share each K load (dot products over `head_dim` lanes; the scores of 4
-//!   keys are reduced together) and each V load.
+//!   to 4 rows of a head share each K load and each V load. Decode has too few rows to put
+//!   them in lanes, so a score is a dot product over `head_dim` lanes, and reducing those
+//!   lanes one key at a time cost more than the dot products. Instead the `W` keys of a
+//!   vector are reduced together by a pairwise tree ([`Reduce`]: about 3 shuffles and adds a
+//!   key) that leaves key `i`'s score in lane `i`, so the block's scaling, masking, maximum
+//!   and exponentials are whole-vector operations. The value update keeps up to 4 vectors of
+//!   `head_dim` per row in flight: one accumulator per row would be a chain of dependent
+//!   FMAs, bound by their latency rather than their throughput (it was the largest single
+//!   cost). Head sizes 64, 128 and 256 get their own instantiations, loops unrolled.
+//!
+//! With a Q8_0 cache, each block's value scale is folded into the weights (`p · d`, one
+//! product per row and 16 keys) instead of into every converted value vector.
+//! [`attention_q8_0_int8_query`] further rounds the queries to Q8_0, as ggml does for a Q8_0
+//! K: with AVX-512 VNNI the grouped-row scores are then integer dot products (`vpdpbusd`,
+//! 64 key bytes and one instruction per row), reduced as integers across 8 keys, with the
+//! two scales applied once per 8 keys ([`scores_vnni`]). Converting every key byte to f32
+//! and scaling it was most of the Q8_0 kernel's work, which left Q8_0 slower than f16
+//! despite reading half the bytes. All paths of that function compute on the same rounded
+//! queries, so they agree with each other and the scalar reference up to f32 rounding.
 //!
 //! When there are fewer work items than about 4 per thread, the key range of each is split
 //! (split-K, "flash decoding"): each piece returns its row maxima, sums and unnormalised
@@ -210,6 +228,8 @@ struct Geom {
     /// Bytes of one head's row.
     head_bytes: usize,
     scale: f32,
+    /// The queries are rounded to Q8_0 (so the int8 score path may run).
+    int8_q: bool,
 }
 
 /// Which SIMD kernel and key split to use; tests force each one.
@@ -255,6 +275,10 @@ trait Fmt: Copy + 'static {
     /// [`Fmt::load`] with the group's scale already at hand (broadcast in `d`), so kernels
     /// convert each scale once per group instead of once per vector.
     unsafe fn load_scaled<S: Simd>(row: *const u8, c: usize, d: S::F) -> S::F;
+    /// [`Fmt::load`] without the scale (the stored integers, for a scaled format).
+    unsafe fn load_raw<S: Simd>(row: *const u8, c: usize) -> S::F;
+    /// The raw f16 bits of the scale of the group holding value `c` (scaled formats only).
+    unsafe fn scale_bits(row: *const u8, c: usize) -> u16;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -279,6 +303,15 @@ impl Fmt for F16 {
     #[inline(always)]
     unsafe fn load_scaled<S: Simd>(row: *const u8, c: usize, _d: S::F) -> S::F {
         Self::load::<S>(row, c)
+    }
+    #[inline(always)]
+    unsafe fn load_raw<S: Simd>(row: *const u8, c: usize) -> S::F {
+        Self::load::<S>(row, c)
+    }
+    #[inline(always)]
+    unsafe fn scale_bits(_row: *const u8, _c: usize) -> u16 {
+        // f16 1.0: an unscaled format's scale.
+        0x3c00
     }
 }
 
@@ -328,6 +361,17 @@ impl Fmt for Q8 {
     unsafe fn load_scaled<S: Simd>(row: *const u8, c: usize, d: S::F) -> S::F {
         let b = row.add(c / Q8_BLOCK * Q8_BYTES);
         S::mul(S::load_i8(b.add(2 + c % Q8_BLOCK).cast()), d)
+    }
+    #[inline(always)]
+    unsafe fn load_raw<S: Simd>(row: *const u8, c: usize) -> S::F {
+        let b = row.add(c / Q8_BLOCK * Q8_BYTES);
+        S::load_i8(b.add(2 + c % Q8_BLOCK).cast())
+    }
+    #[inline(always)]
+    unsafe fn scale_bits(row: *const u8, c: usize) -> u16 {
+        row.add(c / Q8_BLOCK * Q8_BYTES)
+            .cast::<u16>()
+            .read_unaligned()
     }
 }
 
@@ -573,11 +617,29 @@ struct RowsTask {
     /// Thread-local scratch, at least [`rows_scratch_len`] floats: the running state
     /// `[kh][r][max, sum, acc[hd]]`.
     scratch: *mut f32,
+    /// For the int8 score path: every query row's [`prepare_vnni`] data, `[row][hd / 64]` in
+    /// the rows of `q`; null otherwise.
+    prep: *const VnniPrep,
 }
 
 #[cfg(target_arch = "x86_64")]
 fn rows_scratch_len(hd: usize, n_kv: usize) -> usize {
     n_kv * ROWS_ITEM * (hd + 2)
+}
+
+/// The int8 score path's view of 64 values of one query row (two Q8_0 blocks), made by
+/// [`prepare_vnni`]; the last two fields in the lane order of [`scores_vnni`]'s reduction.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct VnniPrep {
+    /// The Q8_0 integers of the two blocks.
+    q: [i8; 64],
+    /// `128 · Σ q` of each block: the offset that makes the keys unsigned adds that much to
+    /// a block's integer dot product.
+    corr: [i32; 16],
+    /// `scale · d` of each block.
+    dq: [f32; 16],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -597,85 +659,126 @@ impl RowsTask {
     }
 }
 
-/// Horizontal sums of four vectors at once, sharing the shuffles: about 13 instructions
-/// instead of 4 separate reductions of 8. The grouped-row kernel's scores are short dot
-/// products (4 FMAs for a head of 64 with AVX-512), so the reductions would otherwise cost
-/// more than the dot products.
+/// The score reduction of the grouped-row kernel: a key's dot product leaves `W` partial sums
+/// in one vector, and `W` keys' vectors are folded pairwise into one vector holding key `i`'s
+/// full sum in lane `i`. That costs about 3 instructions per key (against 3 or more per key
+/// for a separate horizontal sum) and, better, the block's scores come out as whole vectors,
+/// so the scaling, masking, maximum and `e^(s - max)` that follow are vector operations.
 #[cfg(target_arch = "x86_64")]
-trait Reduce4: Simd {
-    /// `[Σa, Σb, Σc, Σd]`.
-    unsafe fn reduce4(v: [Self::F; 4]) -> [f32; 4];
-}
-
-/// Per 128-bit lane: `[Σa, Σb, Σc, Σd]` of that lane's four elements of each input.
-#[cfg(target_arch = "x86_64")]
-macro_rules! transpose_add4 {
-    ($v:expr, $unpacklo_ps:ident, $unpackhi_ps:ident, $unpacklo_pd:ident, $unpackhi_pd:ident,
-     $add_ps:ident, $castps_pd:ident, $castpd_ps:ident) => {{
-        let v = $v;
-        // [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
-        let ab = $add_ps($unpacklo_ps(v[0], v[1]), $unpackhi_ps(v[0], v[1]));
-        let cd = $add_ps($unpacklo_ps(v[2], v[3]), $unpackhi_ps(v[2], v[3]));
-        let (ab, cd) = ($castps_pd(ab), $castps_pd(cd));
-        $add_ps(
-            $castpd_ps($unpacklo_pd(ab, cd)),
-            $castpd_ps($unpackhi_pd(ab, cd)),
-        )
-    }};
+trait Reduce: Simd {
+    /// Level 1, two keys `a` and `b`: per 128-bit lane `[a0+a2, b0+b2, a1+a3, b1+b3]`.
+    unsafe fn comb1(a: Self::F, b: Self::F) -> Self::F;
+    /// Level 2, two level-1 vectors (keys 0, 1 and keys 2, 3): per 128-bit lane the four
+    /// keys' sums of that lane's elements.
+    unsafe fn comb2(a: Self::F, b: Self::F) -> Self::F;
+    /// The cross-lane levels: the `W / 4` level-2 vectors in `l` (keys `4i..4i + 4` in
+    /// `l[i]`, the rest ignored) into one vector with key `k`'s sum in lane `k`.
+    unsafe fn finish(l: [Self::F; 4]) -> Self::F;
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Reduce4 for crate::simd::Avx512 {
+impl Reduce for crate::simd::Avx512 {
     #[inline(always)]
-    unsafe fn reduce4(v: [Self::F; 4]) -> [f32; 4] {
+    unsafe fn comb1(a: Self::F, b: Self::F) -> Self::F {
         use std::arch::x86_64::*;
-        let t = transpose_add4!(
-            v,
-            _mm512_unpacklo_ps,
-            _mm512_unpackhi_ps,
-            _mm512_unpacklo_pd,
-            _mm512_unpackhi_pd,
-            _mm512_add_ps,
-            _mm512_castps_pd,
-            _mm512_castpd_ps
-        );
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(t)));
-        let t = _mm256_add_ps(_mm512_castps512_ps256(t), hi);
-        let t = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
-        let mut out = [0.0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), t);
-        out
+        _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+    }
+    #[inline(always)]
+    unsafe fn comb2(a: Self::F, b: Self::F) -> Self::F {
+        use std::arch::x86_64::*;
+        let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+        _mm512_add_ps(
+            _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+            _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn finish(l: [Self::F; 4]) -> Self::F {
+        use std::arch::x86_64::*;
+        // 128-bit lanes: keys 0-3 in x, 4-7 in y give [x0 + x2, x1 + x3, y0 + y2, y1 + y3],
+        // then two such vectors (keys 0-7, 8-15) give each key's (l0 + l2) + (l1 + l3), in
+        // order: the association of a 512-to-256-to-128-bit halving, so the scores are
+        // bit-identical to reducing each key on its own that way.
+        let halves = |x, y| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x44>(x, y),
+                _mm512_shuffle_f32x4::<0xEE>(x, y),
+            )
+        };
+        let pairs = |x, y| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(x, y),
+                _mm512_shuffle_f32x4::<0xDD>(x, y),
+            )
+        };
+        pairs(halves(l[0], l[1]), halves(l[2], l[3]))
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Reduce4 for crate::simd::Avx2 {
+impl Reduce for crate::simd::Avx2 {
     #[inline(always)]
-    unsafe fn reduce4(v: [Self::F; 4]) -> [f32; 4] {
+    unsafe fn comb1(a: Self::F, b: Self::F) -> Self::F {
         use std::arch::x86_64::*;
-        let t = transpose_add4!(
-            v,
-            _mm256_unpacklo_ps,
-            _mm256_unpackhi_ps,
-            _mm256_unpacklo_pd,
-            _mm256_unpackhi_pd,
-            _mm256_add_ps,
-            _mm256_castps_pd,
-            _mm256_castpd_ps
-        );
-        let t = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
-        let mut out = [0.0f32; 4];
-        _mm_storeu_ps(out.as_mut_ptr(), t);
-        out
+        _mm256_add_ps(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b))
+    }
+    #[inline(always)]
+    unsafe fn comb2(a: Self::F, b: Self::F) -> Self::F {
+        use std::arch::x86_64::*;
+        let (a, b) = (_mm256_castps_pd(a), _mm256_castps_pd(b));
+        _mm256_add_ps(
+            _mm256_castpd_ps(_mm256_unpacklo_pd(a, b)),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn finish(l: [Self::F; 4]) -> Self::F {
+        use std::arch::x86_64::*;
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(l[0], l[1]),
+            _mm256_permute2f128_ps::<0x31>(l[0], l[1]),
+        )
+    }
+}
+
+/// Adds the dot products of the head row of one key at `kp` with each row's query `q[r]` to
+/// `acc[r]`, lane-wise (`hd` values, the partial sums left in the lanes).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_key<S: Simd, F: Fmt, const N: usize>(
+    kp: *const u8,
+    q: &[*const f32; N],
+    hd: usize,
+    acc: &mut [S::F; N],
+) {
+    let w = S::W;
+    let mut c = 0;
+    let mut d = S::zero();
+    while c + w <= hd {
+        if c % F::GROUP == 0 {
+            d = S::splat(F::scale(kp, c));
+        }
+        let kv = F::load_scaled::<S>(kp, c, d);
+        for r in 0..N {
+            acc[r] = S::fmadd(kv, S::load(q[r].add(c)), acc[r]);
+        }
+        c += w;
+    }
+    if c < hd {
+        let kv = F::load_part::<S>(kp, c, hd - c);
+        for r in 0..N {
+            acc[r] = S::fmadd(kv, load_part::<S>(q[r].add(c), hd - c, 0.0), acc[r]);
+        }
     }
 }
 
 /// Rows `r0..r0 + N` of KV head `kh` over keys `b0..b0 + nb` (`nb <= RBLOCK`), sharing every
-/// K and V load, updating their running state in the scratch.
+/// K and V load, updating their running state in the scratch. `HD` is the head size when it
+/// is one of the specialised sizes (the loops over it then unroll), 0 otherwise.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // parallel per-row arrays, indexed together
-unsafe fn rows_block<S: Reduce4, F: Fmt, const N: usize>(
+unsafe fn rows_block<S: Reduce, F: Fmt, const N: usize, const HD: usize, const VNNI: bool>(
     t: &RowsTask,
     kh: usize,
     r0: usize,
@@ -683,83 +786,81 @@ unsafe fn rows_block<S: Reduce4, F: Fmt, const N: usize>(
     nb: usize,
     pf: &mut Prefetch,
 ) {
-    let (hd, w) = (t.hd, S::W);
+    let hd = if HD == 0 { t.hd } else { HD };
+    let w = S::W;
     let slot = hd + 2;
     let st: [*mut f32; N] = std::array::from_fn(|r| t.scratch.add((kh * t.rows + r0 + r) * slot));
     let q: [*const f32; N] = std::array::from_fn(|r| t.q.add(t.qrow(kh, r0 + r) * hd));
     let lohi: [(usize, usize); N] = std::array::from_fn(|r| t.range(r0 + r));
     let kbase = t.k.add(kh * t.head_bytes);
     let vbase = t.v.add(kh * t.head_bytes);
-    let mut sc = [[f32::NEG_INFINITY; RBLOCK]; N];
-    // Scores, four keys at a time so their reductions overlap.
-    let mut i0 = 0;
-    while i0 < nb {
-        let nk = (nb - i0).min(4);
-        pf.step();
-        let mut acc = [[S::zero(); 4]; N];
-        for kk in 0..nk {
-            let kp = kbase.add((b0 + i0 + kk) * t.row_bytes);
-            let mut c = 0;
-            let mut d = S::zero();
-            while c + w <= hd {
-                if c % F::GROUP == 0 {
-                    d = S::splat(F::scale(kp, c));
+    // Scores, `W` keys per vector (keys past `nb` score 0 and are masked below).
+    let ng = nb.div_ceil(w);
+    let padded = ng * w;
+    let mut sc = [[0.0f32; RBLOCK]; N];
+    let scale = S::splat(t.scale);
+    if VNNI {
+        scores_vnni::<N, HD>(t, kh, r0, b0, nb, pf, &mut sc);
+    }
+    for g in 0..if VNNI { 0 } else { ng } {
+        let mut l2 = [[S::zero(); 4]; N];
+        for quad in 0..w / 4 {
+            pf.step();
+            let mut l1 = [[S::zero(); 2]; N];
+            for pair in 0..2 {
+                let i = g * w + quad * 4 + pair * 2;
+                let mut a = [S::zero(); N];
+                let mut b = [S::zero(); N];
+                if i < nb {
+                    dot_key::<S, F, N>(kbase.add((b0 + i) * t.row_bytes), &q, hd, &mut a);
                 }
-                let kv = F::load_scaled::<S>(kp, c, d);
+                if i + 1 < nb {
+                    dot_key::<S, F, N>(kbase.add((b0 + i + 1) * t.row_bytes), &q, hd, &mut b);
+                }
                 for r in 0..N {
-                    acc[r][kk] = S::fmadd(kv, S::load(q[r].add(c)), acc[r][kk]);
+                    l1[r][pair] = S::comb1(a[r], b[r]);
                 }
-                c += w;
             }
-            if c < hd {
-                let kv = F::load_part::<S>(kp, c, hd - c);
-                for r in 0..N {
-                    acc[r][kk] = S::fmadd(kv, load_part::<S>(q[r].add(c), hd - c, 0.0), acc[r][kk]);
-                }
+            for r in 0..N {
+                l2[r][quad] = S::comb2(l1[r][0], l1[r][1]);
             }
         }
         for r in 0..N {
-            let s = S::reduce4(acc[r]);
-            for kk in 0..nk {
-                let j = b0 + i0 + kk;
-                if lohi[r].0 <= j && j < lohi[r].1 {
-                    sc[r][i0 + kk] = t.scale * s[kk];
+            let s = S::mul(S::finish(l2[r]), scale);
+            S::store(sc[r].as_mut_ptr().add(g * w), s);
+        }
+    }
+    // Keys outside a row's range (only in the first and last blocks of a range).
+    for r in 0..N {
+        let (lo, hi) = lohi[r];
+        if lo > b0 || b0 + padded > hi {
+            for (i, s) in sc[r].iter_mut().enumerate().take(padded) {
+                let j = b0 + i;
+                if i >= nb || j < lo || j >= hi {
+                    *s = f32::NEG_INFINITY;
                 }
             }
         }
-        i0 += nk;
     }
     // Per row: the new maximum, the block's weights (in place) and their sum.
     let mut diff = [0.0f32; MAX_LANES];
     let mut bsum = [0.0f32; N];
     for r in 0..N {
+        let p = sc[r].as_mut_ptr();
+        let mut mx = S::load(p);
+        for g in 1..ng {
+            mx = S::max(mx, S::load(p.add(g * w)));
+        }
         let m = *st[r];
-        let bm = sc[r][..nb]
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        let mnew = m.max(bm);
+        let mnew = m.max(S::reduce_max(mx));
         diff[r] = m - mnew;
         *st[r] = mnew;
         let mv = S::splat(mnew);
         let mut sum = S::zero();
-        let mut i = 0;
-        while i < nb {
-            let n = (nb - i).min(w);
-            let p = sc[r].as_mut_ptr().add(i);
-            let x = if n == w {
-                S::load(p)
-            } else {
-                load_part::<S>(p, n, f32::NEG_INFINITY)
-            };
-            let e = S::exp(S::sub(x, mv));
-            if n == w {
-                S::store(p, e);
-            } else {
-                store_part::<S>(p, n, e);
-            }
+        for g in 0..ng {
+            let e = S::exp(S::sub(S::load(p.add(g * w)), mv));
+            S::store(p.add(g * w), e);
             sum = S::add(sum, e);
-            i += n;
         }
         bsum[r] = S::reduce_add(sum);
     }
@@ -769,47 +870,100 @@ unsafe fn rows_block<S: Reduce4, F: Fmt, const N: usize>(
     for r in 0..N {
         *st[r].add(1) = *st[r].add(1) * corr[r] + bsum[r];
     }
-    // O[r] = O[r]·corr[r] + Σ_i p_r,i · v_i.
-    let mut vd = [1.0f32; RBLOCK];
+    // O[r] = O[r]·corr[r] + Σ_i p_r,i · v_i, up to 4 vectors of values at a time: each
+    // accumulator is a chain of `nb` dependent FMAs, so one vector per row would leave the
+    // FMA units waiting on their latency (measured: the largest cost of the kernel).
     let mut c = 0;
-    while c < hd {
-        let n = (hd - c).min(w);
-        if F::GROUP != usize::MAX && c % F::GROUP == 0 {
-            for (i, d) in vd.iter_mut().enumerate().take(nb) {
-                *d = F::scale(vbase.add((b0 + i) * t.row_bytes), c);
-            }
-        }
+    while c + w <= hd {
+        let full = (hd - c) / w;
+        c += w * if full >= 4 {
+            rows_values::<S, F, N, 4>(t, vbase, b0, nb, &sc, &corr, &st, c)
+        } else if full >= 2 {
+            rows_values::<S, F, N, 2>(t, vbase, b0, nb, &sc, &corr, &st, c)
+        } else {
+            rows_values::<S, F, N, 1>(t, vbase, b0, nb, &sc, &corr, &st, c)
+        };
+    }
+    if c < hd {
+        // A partial vector: only unscaled formats have one (Q8_0 rows are whole blocks).
+        let n = hd - c;
         let mut acc = [S::zero(); N];
         for r in 0..N {
-            let o = st[r].add(2 + c);
-            let x = if n == w {
-                S::load(o)
-            } else {
-                load_part::<S>(o, n, 0.0)
-            };
-            acc[r] = S::mul(x, S::splat(corr[r]));
+            acc[r] = S::mul(load_part::<S>(st[r].add(2 + c), n, 0.0), S::splat(corr[r]));
         }
         for i in 0..nb {
-            let vp = vbase.add((b0 + i) * t.row_bytes);
-            let vv = if n == w {
-                F::load_scaled::<S>(vp, c, S::splat(vd[i]))
-            } else {
-                F::load_part::<S>(vp, c, n)
-            };
+            let vv = F::load_part::<S>(vbase.add((b0 + i) * t.row_bytes), c, n);
             for r in 0..N {
                 acc[r] = S::fmadd(S::splat(sc[r][i]), vv, acc[r]);
             }
         }
         for r in 0..N {
-            let o = st[r].add(2 + c);
-            if n == w {
-                S::store(o, acc[r]);
-            } else {
-                store_part::<S>(o, n, acc[r]);
+            store_part::<S>(st[r].add(2 + c), n, acc[r]);
+        }
+    }
+}
+
+/// The value update of [`rows_block`] for the `CG` whole vectors of values from `c`: `CG · N`
+/// independent accumulators. A scaled format's block scales are folded into the weights
+/// (`p · d`, a vector product per row and block), so each value vector is converted from
+/// its integers without a product of its own. Returns `CG`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn rows_values<S: Simd, F: Fmt, const N: usize, const CG: usize>(
+    t: &RowsTask,
+    vbase: *const u8,
+    b0: usize,
+    nb: usize,
+    sc: &[[f32; RBLOCK]; N],
+    corr: &[f32; MAX_LANES],
+    st: &[*mut f32; N],
+    c: usize,
+) -> usize {
+    let w = S::W;
+    let ng = nb.div_ceil(w);
+    let scaled = F::GROUP != usize::MAX;
+    // Scaled formats: groups start on a block (rows are whole blocks; 4 vectors of 16 are two
+    // blocks, of 8 one; 2 vectors of 16 one block) and span at most two.
+    let mut pd = [[[0.0f32; RBLOCK]; N]; 2];
+    if scaled {
+        for (blk, pdb) in pd.iter_mut().enumerate().take((CG * w).div_ceil(F::GROUP)) {
+            let mut bits = [0u16; RBLOCK];
+            for (i, b) in bits.iter_mut().enumerate().take(nb) {
+                *b = F::scale_bits(vbase.add((b0 + i) * t.row_bytes), c + blk * F::GROUP);
+            }
+            for g in 0..ng {
+                let d = S::load_f16(bits.as_ptr().add(g * w));
+                for r in 0..N {
+                    let x = S::mul(S::load(sc[r].as_ptr().add(g * w)), d);
+                    S::store(pdb[r].as_mut_ptr().add(g * w), x);
+                }
             }
         }
-        c += n;
     }
+    let mut acc = [[S::zero(); N]; CG];
+    for j in 0..CG {
+        for r in 0..N {
+            acc[j][r] = S::mul(S::load(st[r].add(2 + c + j * w)), S::splat(corr[r]));
+        }
+    }
+    for i in 0..nb {
+        let vp = vbase.add((b0 + i) * t.row_bytes);
+        for j in 0..CG {
+            let vv = F::load_raw::<S>(vp, c + j * w);
+            let blk = if scaled { j * w / F::GROUP } else { 0 };
+            for r in 0..N {
+                let p = if scaled { pd[blk][r][i] } else { sc[r][i] };
+                acc[j][r] = S::fmadd(S::splat(p), vv, acc[j][r]);
+            }
+        }
+    }
+    for j in 0..CG {
+        for r in 0..N {
+            S::store(st[r].add(2 + c + j * w), acc[j][r]);
+        }
+    }
+    CG
 }
 
 /// Prefetches the same span of K and V a few lines at a time, spread over the work of the
@@ -844,9 +998,23 @@ impl Prefetch {
 /// The grouped-row kernel over one [`RowsTask`] (module docs).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn rows_g<S: Reduce4, F: Fmt>(t: *const RowsTask) {
+unsafe fn rows_g<S: Reduce, F: Fmt, const VNNI: bool>(t: *const RowsTask) {
     let t = &*t;
-    let hd = t.hd;
+    // The common head sizes get their own instantiation, with the loops over values unrolled.
+    match t.hd {
+        64 => rows_run::<S, F, 64, VNNI>(t),
+        128 => rows_run::<S, F, 128, VNNI>(t),
+        256 => rows_run::<S, F, 256, VNNI>(t),
+        _ => rows_run::<S, F, 0, VNNI>(t),
+    }
+}
+
+/// [`rows_g`] for head size `HD` (0: any, read from the task).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_run<S: Reduce, F: Fmt, const HD: usize, const VNNI: bool>(t: &RowsTask) {
+    let hd = if HD == 0 { t.hd } else { HD };
+
     let slot = hd + 2;
     for s in 0..t.n_kv * t.rows {
         let p = t.scratch.add(s * slot);
@@ -863,7 +1031,7 @@ unsafe fn rows_g<S: Reduce4, F: Fmt>(t: *const RowsTask) {
         let next = b0 + nb;
         let nn = RBLOCK.min(jhi.saturating_sub(next));
         // The next block's K and V, spread over this block's 4-key steps (module docs).
-        let steps = t.n_kv * t.rows.div_ceil(ROWS) * nb.div_ceil(4);
+        let steps = t.n_kv * t.rows.div_ceil(ROWS) * nb.div_ceil(S::W) * (S::W / 4);
         let span = nn * t.row_bytes;
         let mut pf = Prefetch {
             k: t.k.wrapping_add(next * t.row_bytes),
@@ -877,10 +1045,10 @@ unsafe fn rows_g<S: Reduce4, F: Fmt>(t: *const RowsTask) {
             let mut r0 = 0;
             while r0 < t.rows {
                 match (t.rows - r0).min(ROWS) {
-                    1 => rows_block::<S, F, 1>(t, kh, r0, b0, nb, &mut pf),
-                    2 => rows_block::<S, F, 2>(t, kh, r0, b0, nb, &mut pf),
-                    3 => rows_block::<S, F, 3>(t, kh, r0, b0, nb, &mut pf),
-                    _ => rows_block::<S, F, 4>(t, kh, r0, b0, nb, &mut pf),
+                    1 => rows_block::<S, F, 1, HD, VNNI>(t, kh, r0, b0, nb, &mut pf),
+                    2 => rows_block::<S, F, 2, HD, VNNI>(t, kh, r0, b0, nb, &mut pf),
+                    3 => rows_block::<S, F, 3, HD, VNNI>(t, kh, r0, b0, nb, &mut pf),
+                    _ => rows_block::<S, F, 4, HD, VNNI>(t, kh, r0, b0, nb, &mut pf),
                 }
                 r0 += ROWS;
             }
@@ -903,18 +1071,186 @@ unsafe fn rows_g<S: Reduce4, F: Fmt>(t: *const RowsTask) {
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn rows_f16_g<S: Reduce4>(t: *const RowsTask) {
-    rows_g::<S, F16>(t)
+unsafe fn rows_f16_g<S: Reduce>(t: *const RowsTask) {
+    rows_g::<S, F16, false>(t)
 }
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn rows_q8_g<S: Reduce4>(t: *const RowsTask) {
-    rows_g::<S, Q8>(t)
+unsafe fn rows_q8_g<S: Reduce>(t: *const RowsTask) {
+    rows_g::<S, Q8, false>(t)
 }
 #[cfg(target_arch = "x86_64")]
 simd_fns!(k_rows_f16, rows_f16_g, (t: *const RowsTask));
 #[cfg(target_arch = "x86_64")]
 simd_fns!(k_rows_q8, rows_q8_g, (t: *const RowsTask));
+
+/// The grouped-row kernel over a Q8_0 cache with the int8 score path ([`scores_vnni`]).
+#[cfg(target_arch = "x86_64")]
+mod k_rows_q8_vnni {
+    use super::*;
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `t` as for
+    /// [`k_rows_q8`], with a head size that is a multiple of 64.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(crate) unsafe fn avx512(t: *const RowsTask) {
+        rows_g::<crate::simd::Avx512, Q8, true>(t)
+    }
+}
+
+/// Whether the int8 score path can run here (AVX-512 VNNI on top of the AVX-512 level).
+#[cfg(target_arch = "x86_64")]
+fn vnni_runnable() -> bool {
+    crate::isa::runnable(Isa::Avx512) && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+/// The int8 score path's view of the queries `q` (`[rows][hd]`, `hd` a multiple of 64), once
+/// per call: their Q8_0 blocks (ggml's quantizer, as ggml quantizes the query of a Q8_0 K),
+/// 64 values per [`VnniPrep`].
+#[cfg(target_arch = "x86_64")]
+fn prepare_vnni(q: &[f32], scale: f32) -> Vec<VnniPrep> {
+    let mut bytes = vec![0u8; q8_0_bytes(q.len())];
+    quantize_kv_q8_0(q, &mut bytes);
+    bytes
+        .chunks_exact(2 * Q8_BYTES)
+        .map(|blocks| {
+            let mut p = VnniPrep {
+                q: [0; 64],
+                corr: [0; 16],
+                dq: [0.0; 16],
+            };
+            for (b, blk) in blocks.chunks_exact(Q8_BYTES).enumerate() {
+                let mut sum = 0i32;
+                for (x, &y) in p.q[Q8_BLOCK * b..Q8_BLOCK * (b + 1)]
+                    .iter_mut()
+                    .zip(&blk[2..])
+                {
+                    *x = y as i8;
+                    sum += *x as i32;
+                }
+                let d = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+                for lane in [0, 8] {
+                    for i in 0..4 {
+                        p.corr[lane + 4 * b + i] = 128 * sum;
+                        p.dq[lane + 4 * b + i] = scale * d;
+                    }
+                }
+            }
+            p
+        })
+        .collect()
+}
+
+/// The int8 score path of the grouped-row kernel over a Q8_0 cache (AVX-512 VNNI, head size
+/// a multiple of 64): `sc[r][i] = scale · Σ_b dk_b · dq_b · Σ k·q` over the integers of the
+/// key's and the row's Q8_0 blocks, as ggml's Q8_0 dot product computes it. Converting the
+/// keys to f32 (sign extension, conversion, a product by the block scale for every 16
+/// values) was most of the Q8_0 kernel's work; here 64 key bytes take one `vpdpbusd` per
+/// row. It multiplies unsigned by signed bytes, so the keys are offset by 128 (`k ^ 0x80`)
+/// and the prepared `128 · Σ q` of each block subtracted. The 16 lanes of each key and row
+/// (8 per block) are summed as integers across 8 keys, the same pairwise tree as
+/// [`Reduce`]: it leaves `[keys 0-3 of block 2c, keys 0-3 of 2c+1, keys 4-7 .., ..]`, so the
+/// block scales are applied there as one vector product per 8 keys, and the last level adds
+/// the two blocks of each key.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // parallel per-row arrays, indexed together
+unsafe fn scores_vnni<const N: usize, const HD: usize>(
+    t: &RowsTask,
+    kh: usize,
+    r0: usize,
+    b0: usize,
+    nb: usize,
+    pf: &mut Prefetch,
+    sc: &mut [[f32; RBLOCK]; N],
+) {
+    use std::arch::x86_64::*;
+    let hd = if HD == 0 { t.hd } else { HD };
+    let nch = hd / 64;
+    let kbase = t.k.add(kh * t.head_bytes);
+    let pq: [*const VnniPrep; N] = std::array::from_fn(|r| t.prep.add(t.qrow(kh, r0 + r) * nch));
+    let zero = _mm512_setzero_si512();
+    // Key `i`, values `64c..64c + 64` (two blocks side by side, offset to unsigned); 0 past
+    // `nb`.
+    #[inline(always)]
+    unsafe fn load(p: *const u8, ok: bool) -> __m512i {
+        if ok {
+            let lo = _mm256_loadu_si256(p.cast());
+            let hi = _mm256_loadu_si256(p.add(Q8_BYTES).cast());
+            let k = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            _mm512_xor_si512(k, _mm512_set1_epi8(-128))
+        } else {
+            _mm512_setzero_si512()
+        }
+    }
+    #[inline(always)]
+    unsafe fn c1(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
+    }
+    #[inline(always)]
+    unsafe fn c2(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
+    }
+    #[inline(always)]
+    unsafe fn c3(x: __m512i, y: __m512i) -> __m512i {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(x, y),
+            _mm512_shuffle_i32x4::<0xDD>(x, y),
+        )
+    }
+    let at = |i: usize, c: usize| kbase.wrapping_add((b0 + i) * t.row_bytes + 2 * c * Q8_BYTES + 2);
+    for g in 0..nb.div_ceil(16) {
+        let mut fs = [[_mm512_setzero_ps(); 2]; N];
+        for c in 0..nch {
+            // The keys' block scales in the tree's lane order, per 8 keys.
+            let mut bits = [0u16; 32];
+            for k in 0..16.min(nb - g * 16) {
+                let p = kbase.add((b0 + g * 16 + k) * t.row_bytes + 2 * c * Q8_BYTES);
+                let at = (k / 8) * 16 + (k % 8 / 4) * 8 + k % 4;
+                bits[at] = p.cast::<u16>().read_unaligned();
+                bits[at + 4] = p.add(Q8_BYTES).cast::<u16>().read_unaligned();
+            }
+            for h in 0..2 {
+                let dk = _mm512_cvtph_ps(_mm256_loadu_si256(bits.as_ptr().add(16 * h).cast()));
+                let mut l2 = [[zero; 2]; N];
+                for quad in 0..2 {
+                    if c == 0 {
+                        pf.step();
+                    }
+                    let mut l1 = [[zero; 2]; N];
+                    for pair in 0..2 {
+                        let i = g * 16 + h * 8 + quad * 4 + pair * 2;
+                        let (ka, kb) = (load(at(i, c), i < nb), load(at(i + 1, c), i + 1 < nb));
+                        for r in 0..N {
+                            let q = _mm512_load_si512((*pq[r].add(c)).q.as_ptr().cast());
+                            l1[r][pair] = c1(
+                                _mm512_dpbusd_epi32(zero, ka, q),
+                                _mm512_dpbusd_epi32(zero, kb, q),
+                            );
+                        }
+                    }
+                    for r in 0..N {
+                        l2[r][quad] = c2(l1[r][0], l1[r][1]);
+                    }
+                }
+                for r in 0..N {
+                    let p = &*pq[r].add(c);
+                    let corr = _mm512_load_si512(p.corr.as_ptr().cast());
+                    let z = _mm512_sub_epi32(c3(l2[r][0], l2[r][1]), corr);
+                    let dd = _mm512_mul_ps(dk, _mm512_load_ps(p.dq.as_ptr()));
+                    fs[r][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(z), dd, fs[r][h]);
+                }
+            }
+        }
+        for r in 0..N {
+            let (x, y) = (fs[r][0], fs[r][1]);
+            let s = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(x, y),
+                _mm512_shuffle_f32x4::<0xDD>(x, y),
+            );
+            _mm512_storeu_ps(sc[r].as_mut_ptr().add(g * 16), s);
+        }
+    }
+}
 
 /// Scalar reference of the same online algorithm, key by key. `k` and `v` start at this
 /// row's KV head at position 0.
@@ -956,6 +1292,8 @@ struct Ptrs {
     k: *const u8,
     v: *const u8,
     part: *mut f32,
+    /// The grouped-row kernel's prepared queries (or null).
+    prep: *const VnniPrep,
 }
 // SAFETY: the pointers are only dereferenced inside `attention_simd`'s pool job, while the
 // borrows they came from are alive; reads are shared and writes go to disjoint rows (`out`)
@@ -1108,6 +1446,12 @@ fn attention_rows(
     let split = choose_split(forced_split, n_blocks, span, pool);
     let n_items = n_blocks * split;
     let slot = hd + 2;
+    let vnni = g.int8_q && isa == Isa::Avx512 && hd.is_multiple_of(64) && vnni_runnable();
+    let prep = if vnni {
+        prepare_vnni(q, g.scale)
+    } else {
+        Vec::new()
+    };
     let item_floats = n_kv * block * slot;
     let mut part = if split > 1 {
         vec![0.0f32; n_items * item_floats]
@@ -1120,6 +1464,11 @@ fn attention_rows(
         k: k.as_ptr(),
         v: v.as_ptr(),
         part: part.as_mut_ptr(),
+        prep: if vnni {
+            prep.as_ptr()
+        } else {
+            std::ptr::null()
+        },
     };
     let job = |items: std::ops::Range<usize>| {
         let p = ptrs;
@@ -1174,10 +1523,15 @@ fn attention_rows(
                     std::ptr::null_mut()
                 },
                 scratch: scratch.as_mut_ptr(),
+                prep: p.prep,
             };
             // Bounds: every key index is < pos0 + n_tokens and the caches hold that many
             // positions; rows write only their own output row or slot.
             match g.fmt {
+                KvFormat::Q8_0 if vnni => {
+                    // SAFETY: `vnni` checked the CPU; the head size is a multiple of 64.
+                    unsafe { k_rows_q8_vnni::avx512(&task) }
+                }
                 KvFormat::F16 => {
                     dispatch!(
                         isa,
@@ -1274,6 +1628,7 @@ fn attention_tiled(
         k: k.as_ptr(),
         v: v.as_ptr(),
         part: part.as_mut_ptr(),
+        prep: std::ptr::null(),
     };
     let job = |items: std::ops::Range<usize>| {
         let p = ptrs;
@@ -1374,6 +1729,7 @@ fn attention_bytes(
     isa: Isa,
     plan: Plan,
     fmt: KvFormat,
+    int8_q: bool,
     pool: &ThreadPool,
     q: &[f32],
     n_tokens: usize,
@@ -1442,12 +1798,26 @@ fn attention_bytes(
         return Ok(());
     }
     let (k, v) = (&k[..kv_need], &v[..kv_need]);
+    // Every path computes on the rounded queries; the int8 score path rounds them the same
+    // way again (Q8_0 rounding of Q8_0 values is exact), so all agree up to f32 rounding.
+    let rounded;
+    let q = if int8_q {
+        let mut b = vec![0u8; q8_0_bytes(q.len())];
+        quantize_kv_q8_0(q, &mut b);
+        let mut x = vec![0.0f32; q.len()];
+        KvFormat::Q8_0.row_to_f32(&b, &mut x);
+        rounded = x;
+        &rounded[..]
+    } else {
+        q
+    };
     let g = Geom {
         head_dim,
         fmt,
         row_bytes,
         head_bytes,
         scale,
+        int8_q,
     };
     #[cfg(target_arch = "x86_64")]
     if isa != Isa::Scalar && crate::isa::runnable(isa) {
@@ -1535,6 +1905,7 @@ pub(crate) fn attention_plan(
         isa,
         plan,
         KvFormat::F16,
+        false,
         pool,
         q,
         n_tokens,
@@ -1573,6 +1944,7 @@ pub(crate) fn attention_q8_0_plan(
         isa,
         plan,
         KvFormat::Q8_0,
+        false,
         pool,
         q,
         n_tokens,
@@ -1655,6 +2027,51 @@ pub fn attention_q8_0(
         Isa::current(),
         Plan::Auto,
         KvFormat::Q8_0,
+        false,
+        pool,
+        q,
+        n_tokens,
+        n_head,
+        n_kv_head,
+        head_dim,
+        k_cache,
+        v_cache,
+        pos0,
+        window,
+        scale,
+        out,
+    )
+}
+
+/// [`attention_q8_0`] with the queries rounded to Q8_0 (per 32 values: `d = amax / 127` as
+/// f16, `q = round(x / d)`, ggml's quantizer) before the scores are taken, which is what
+/// ggml does to the query of a Q8_0 K (its Q8_0·Q8_0 dot product). Scores are then integer
+/// dot products of the blocks times the two scales: with AVX-512 VNNI and a head size that
+/// is a multiple of 64, decode computes them with `vpdpbusd` instead of converting every key
+/// to f32, about a third of the Q8_0 kernel's work. Every path (and ISA) computes on the same
+/// rounded queries, so they agree up to f32 rounding; against [`attention_q8_0`] the scores
+/// move by at most `scale · Σ |k| · amax / 254` per 32-value block (half a quantization step
+/// of each query value), a change of the order of the Q8_0 rounding of K itself.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_q8_0_int8_query(
+    pool: &ThreadPool,
+    q: &[f32],
+    n_tokens: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    k_cache: &[u8],
+    v_cache: &[u8],
+    pos0: usize,
+    window: Option<usize>,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    attention_bytes(
+        Isa::current(),
+        Plan::Auto,
+        KvFormat::Q8_0,
+        true,
         pool,
         q,
         n_tokens,

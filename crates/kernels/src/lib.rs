@@ -36,7 +36,9 @@ mod sampling;
 #[cfg(target_arch = "x86_64")]
 mod simd;
 
-pub use attention::{attention, attention_q8_0, q8_0_bytes, quantize_kv_q8_0};
+pub use attention::{
+    attention, attention_q8_0, attention_q8_0_int8_query, q8_0_bytes, quantize_kv_q8_0,
+};
 pub use dequant::{dequantize_row, is_supported, SUPPORTED_TYPES};
 pub use error::KernelError;
 pub use gemm_q32::{pack_weights, PackedWeights};
