@@ -210,10 +210,11 @@ impl Model {
         Ok(model)
     }
 
-    /// Repacks every matrix the kernels can read faster in their own layout (on threads, one
-    /// tensor at a time each), then releases the file pages it was read from, so resident
-    /// memory stays about one copy of the weights. The token embedding keeps being read from
-    /// the file (a few rows per token) even when the output projection shares its bytes.
+    /// Repacks every matrix the kernels can read faster in their own layout (all of them in
+    /// one pass over the pool's threads), releasing the file pages each part was read from as
+    /// it goes, so resident memory stays about one copy of the weights. An embedding tied to
+    /// the output projection is then looked up in the packed copy; an untied one keeps being
+    /// read from the file (a few rows per token).
     fn repack(&mut self) -> Result<(), EngineError> {
         let mut slots: Vec<&mut Tensor> = vec![&mut self.output];
         for l in &mut self.layers {
@@ -245,7 +246,7 @@ impl Model {
             slot.packed = packed.map(Arc::new);
         }
         // A tied embedding is looked up in the packed copy: the file's pages were released.
-        if self.output.info.offset == self.token_embd.info.offset {
+        if self.output.info.name == self.token_embd.info.name {
             self.token_embd.packed = self.output.packed.clone();
         }
         Ok(())
