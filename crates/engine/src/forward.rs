@@ -184,56 +184,35 @@ fn attend_seqs(
     attn: &mut [f32],
 ) -> Result<(), EngineError> {
     let qd = hp.q_dim();
+    // Each sequence's query rows and output rows, split once for both ways of running.
+    let mut parts = Vec::with_capacity(seqs.len());
+    let (mut q_rest, mut out_rest) = (q, attn);
+    for seq in seqs {
+        let n = seq.tokens.len() * qd;
+        let (q_mine, q_tail) = q_rest.split_at(n);
+        let (out_mine, out_tail) = out_rest.split_at_mut(n);
+        parts.push(std::sync::Mutex::new((q_mine, out_mine)));
+        (q_rest, out_rest) = (q_tail, out_tail);
+    }
+    let attend = |i: usize| {
+        let seq = &seqs[i];
+        let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (q, out) = &mut *part;
+        seq.kv
+            .attention(pool, hp, il, q, seq.tokens.len(), seq.pos0, window, out)
+    };
     const DECODE_ROWS: usize = 4;
     let spread = seqs.len() >= 2 && seqs.iter().all(|q| q.tokens.len() <= DECODE_ROWS);
     if !spread {
-        let mut row0 = 0;
-        for seq in seqs {
-            let rows = row0..row0 + seq.tokens.len();
-            seq.kv.attention(
-                pool,
-                hp,
-                il,
-                &q[rows.start * qd..rows.end * qd],
-                rows.len(),
-                seq.pos0,
-                window,
-                &mut attn[rows.start * qd..rows.end * qd],
-            )?;
-            row0 = rows.end;
-        }
-        return Ok(());
-    }
-    let mut outs = Vec::with_capacity(seqs.len());
-    let mut rest = attn;
-    let mut row0 = 0;
-    for seq in seqs {
-        let (mine, tail) = rest.split_at_mut(seq.tokens.len() * qd);
-        outs.push(std::sync::Mutex::new((row0, mine)));
-        row0 += seq.tokens.len();
-        rest = tail;
+        return (0..seqs.len()).try_for_each(attend);
     }
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].pos0));
     let failure = std::sync::Mutex::new(None);
     pool.for_each_chunk(order.len(), 1, |range| {
         for &i in &order[range] {
-            let seq = &seqs[i];
-            let mut slot = outs[i].lock().unwrap_or_else(|e| e.into_inner());
-            let r0 = slot.0;
-            let n_rows = seq.tokens.len();
             // Inside a pool job the kernel runs on this thread alone.
-            let res = seq.kv.attention(
-                pool,
-                hp,
-                il,
-                &q[r0 * qd..(r0 + n_rows) * qd],
-                n_rows,
-                seq.pos0,
-                window,
-                &mut *slot.1,
-            );
-            if let Err(e) = res {
+            if let Err(e) = attend(i) {
                 failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -198,8 +198,7 @@ impl Model {
         };
         if repack_enabled() {
             let t0 = std::time::Instant::now();
-            model.repack()?;
-            let bytes = model.packed_bytes();
+            let bytes = model.repack()?;
             if bytes > 0 {
                 model.repack = Some(RepackReport {
                     bytes,
@@ -214,8 +213,8 @@ impl Model {
     /// one pass over the pool's threads), releasing the file pages each part was read from as
     /// it goes, so resident memory stays about one copy of the weights. An embedding tied to
     /// the output projection is then looked up in the packed copy; an untied one keeps being
-    /// read from the file (a few rows per token).
-    fn repack(&mut self) -> Result<(), EngineError> {
+    /// read from the file (a few rows per token). Returns the bytes packed.
+    fn repack(&mut self) -> Result<usize, EngineError> {
         let mut slots: Vec<&mut Tensor> = vec![&mut self.output];
         for l in &mut self.layers {
             slots.extend([
@@ -242,6 +241,7 @@ impl Model {
             .collect::<Result<Vec<_>, _>>()?;
         let pool = kernels::ThreadPool::with_available_parallelism();
         let results = kernels::pack_weights(&pool, &ws, &|part| file.release_pages(part));
+        let bytes = results.iter().flatten().map(|p| p.bytes()).sum();
         for (slot, packed) in slots.into_iter().zip(results) {
             slot.packed = packed.map(Arc::new);
         }
@@ -249,35 +249,7 @@ impl Model {
         if self.output.info.name == self.token_embd.info.name {
             self.token_embd.packed = self.output.packed.clone();
         }
-        Ok(())
-    }
-
-    /// Bytes held by load-time repacked weights (they replace the file pages they came from).
-    pub fn packed_bytes(&self) -> usize {
-        let mut seen = Vec::new();
-        let mut total = 0;
-        let all = [&self.output]
-            .into_iter()
-            .chain(self.layers.iter().flat_map(|l| {
-                [
-                    &l.wq,
-                    &l.wk,
-                    &l.wv,
-                    &l.wo,
-                    &l.ffn_gate,
-                    &l.ffn_up,
-                    &l.ffn_down,
-                ]
-            }));
-        for t in all {
-            if let Some(p) = &t.packed {
-                if !seen.contains(&Arc::as_ptr(p)) {
-                    seen.push(Arc::as_ptr(p));
-                    total += p.bytes();
-                }
-            }
-        }
-        total
+        Ok(bytes)
     }
 
     /// The bytes of a weight inside the mapping.

@@ -234,15 +234,37 @@ fn q8_0_decode_at_depth_matches_naive() {
     }
 }
 
+/// Both Q8_0 entry points validate alike (the int8-query one rounds the queries only after).
 #[test]
 fn q8_0_errors() {
+    for attend in [attention_q8_0, crate::attention_q8_0_int8_query] {
+        q8_0_errors_of(attend);
+    }
+}
+
+type Q8Attention = fn(
+    &ThreadPool,
+    &[f32],
+    usize,
+    usize,
+    usize,
+    usize,
+    &[u8],
+    &[u8],
+    usize,
+    Option<usize>,
+    f32,
+    &mut [f32],
+) -> Result<(), KernelError>;
+
+fn q8_0_errors_of(attend: Q8Attention) {
     let pool = ThreadPool::new(2);
     let q = vec![0.0; 2 * 4 * 32];
     let row = q8_0_bytes(2 * 32);
     let kv = vec![0u8; 3 * row];
     let mut out = vec![0.0; q.len()];
     let run = |n_head, n_kv, hd, pos0, window, kv: &[u8], out: &mut [f32]| {
-        attention_q8_0(
+        attend(
             &pool, &q, 2, n_head, n_kv, hd, kv, kv, pos0, window, 1.0, out,
         )
     };
@@ -258,7 +280,7 @@ fn q8_0_errors() {
     let q16 = vec![0.0; 2 * 4 * 16];
     let mut out16 = vec![0.0; q16.len()];
     assert!(matches!(
-        attention_q8_0(&pool, &q16, 2, 4, 2, 16, &kv, &kv, 1, None, 1.0, &mut out16),
+        attend(&pool, &q16, 2, 4, 2, 16, &kv, &kv, 1, None, 1.0, &mut out16),
         Err(KernelError::InvalidShape(_))
     ));
     // Too few positions, a cache cut mid-row, a wrong output length.
