@@ -33,8 +33,11 @@ struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    act: Vec<f32>,
     logits: Vec<f32>,
     positions: Vec<u32>,
+    /// This pass's RoPE angles, one entry per distinct layer configuration.
+    rope: Vec<kernels::RopeAngles>,
 }
 
 fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -169,45 +172,54 @@ struct SeqView<'a> {
     first_logit_row: usize,
 }
 
-/// Attention of every sequence over its own cache. Sequences that decode (a few rows each)
-/// are spread over the pool one whole sequence per job, longest context first: one dispatch
-/// per layer instead of one per sequence, and no split-K partials to combine. A sequence
-/// with a prompt chunk runs alone with the whole pool, as a single sequence does.
+/// Stores every sequence's new keys and values, then runs its attention over its own cache.
+/// Sequences that decode (a few rows each) are spread over the pool one whole sequence per
+/// job, longest context first: one dispatch per layer instead of one per sequence, no
+/// split-K partials to combine, and the cache writes (cold lines) done in parallel too. A
+/// sequence with a prompt chunk runs alone with the whole pool, as a single sequence does.
 #[allow(clippy::too_many_arguments)]
-fn attend_seqs(
+fn store_and_attend(
     pool: &ThreadPool,
     hp: &HParams,
     il: usize,
     window: Option<usize>,
-    seqs: &[SeqView<'_>],
+    seqs: &mut [SeqView<'_>],
     q: &[f32],
+    k: &[f32],
+    v: &[f32],
     attn: &mut [f32],
 ) -> Result<(), EngineError> {
-    let qd = hp.q_dim();
-    // Each sequence's query rows and output rows, split once for both ways of running.
+    let (qd, kvd) = (hp.q_dim(), hp.kv_dim());
+    const DECODE_ROWS: usize = 4;
+    let spread = seqs.len() >= 2 && seqs.iter().all(|s| s.tokens.len() <= DECODE_ROWS);
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    if spread {
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].pos0));
+    }
+    // Each sequence's rows, split once for both ways of running.
     let mut parts = Vec::with_capacity(seqs.len());
-    let (mut q_rest, mut out_rest) = (q, attn);
-    for seq in seqs {
-        let n = seq.tokens.len() * qd;
-        let (q_mine, q_tail) = q_rest.split_at(n);
-        let (out_mine, out_tail) = out_rest.split_at_mut(n);
-        parts.push(std::sync::Mutex::new((q_mine, out_mine)));
-        (q_rest, out_rest) = (q_tail, out_tail);
+    let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) = (q, k, v, attn);
+    for seq in seqs.iter_mut() {
+        let n = seq.tokens.len();
+        let (q_mine, q_tail) = q_rest.split_at(n * qd);
+        let (k_mine, k_tail) = k_rest.split_at(n * kvd);
+        let (v_mine, v_tail) = v_rest.split_at(n * kvd);
+        let (out_mine, out_tail) = out_rest.split_at_mut(n * qd);
+        parts.push(std::sync::Mutex::new((
+            seq, q_mine, k_mine, v_mine, out_mine,
+        )));
+        (q_rest, k_rest, v_rest, out_rest) = (q_tail, k_tail, v_tail, out_tail);
     }
     let attend = |i: usize| {
-        let seq = &seqs[i];
         let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
-        let (q, out) = &mut *part;
-        seq.kv
-            .attention(pool, hp, il, q, seq.tokens.len(), seq.pos0, window, out)
+        let (seq, q, k, v, out) = &mut *part;
+        let (pos0, n) = (seq.pos0, seq.tokens.len());
+        seq.kv.store(il, pos0, k, v);
+        seq.kv.attention(pool, hp, il, q, n, pos0, window, out)
     };
-    const DECODE_ROWS: usize = 4;
-    let spread = seqs.len() >= 2 && seqs.iter().all(|q| q.tokens.len() <= DECODE_ROWS);
     if !spread {
-        return (0..seqs.len()).try_for_each(attend);
+        return order.into_iter().try_for_each(attend);
     }
-    let mut order: Vec<usize> = (0..seqs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].pos0));
     let failure = std::sync::Mutex::new(None);
     pool.for_each_chunk(order.len(), 1, |range| {
         for &i in &order[range] {
@@ -246,6 +258,11 @@ fn forward_seqs(
             .extend((q.pos0..q.pos0 + q.tokens.len()).map(|p| p as u32));
     }
     let positions = &s.positions[..];
+    s.rope.clear();
+    let style = match hp.rope_kind {
+        RopeKind::Adjacent => kernels::RopeStyle::Normal,
+        RopeKind::Halves => kernels::RopeStyle::Neox,
+    };
     let x = grow(&mut s.x, n * d);
     let all_tokens = seqs.iter().flat_map(|q| q.tokens.iter());
     for (row, &tok) in x.chunks_exact_mut(d).zip(all_tokens) {
@@ -277,31 +294,24 @@ fn forward_seqs(
         if let Some(w) = &layer.k_norm {
             rms_norm_rows_inplace(k, w, hp.rms_eps, hd);
         }
-        let style = match hp.rope_kind {
-            RopeKind::Adjacent => kernels::RopeStyle::Normal,
-            RopeKind::Halves => kernels::RopeStyle::Neox,
-        };
         let rope = kernels::RopeConfig {
             n_rot: hp.n_rot,
             freq_base: la.rope_base,
             freq_scale: la.rope_scale,
             style,
         };
-        kernels::rope_inplace(q, positions, hp.n_head, hd, &rope)?;
-        kernels::rope_inplace(k, positions, hp.n_head_kv, hd, &rope)?;
+        // Layers share a few configurations (one, or local and global): angles once each.
+        let angles = match s.rope.iter().position(|a| a.config() == &rope) {
+            Some(i) => &s.rope[i],
+            None => {
+                s.rope.push(kernels::RopeAngles::new(&rope, positions)?);
+                s.rope.last().expect("just pushed")
+            }
+        };
+        kernels::rope_apply(q, angles, hp.n_head, hd)?;
+        kernels::rope_apply(k, angles, hp.n_head_kv, hd)?;
         let attn = grow(&mut s.attn, n * qd);
-        let mut row0 = 0;
-        for seq in seqs.iter_mut() {
-            let rows = row0..row0 + seq.tokens.len();
-            seq.kv.store(
-                il,
-                seq.pos0,
-                &k[rows.start * kvd..rows.end * kvd],
-                &v[rows.start * kvd..rows.end * kvd],
-            );
-            row0 = rows.end;
-        }
-        attend_seqs(pool, hp, il, la.window, seqs, q, attn)?;
+        store_and_attend(pool, hp, il, la.window, seqs, q, k, v, attn)?;
         let proj = grow(&mut s.proj, n * d);
         kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
         if let Some(w) = &layer.post_attn_norm {
@@ -318,13 +328,14 @@ fn forward_seqs(
             model.weights(&layer.ffn_up)?,
         );
         kernels::matmul_many(pool, &[&wg, &wu], xn, n, &mut [&mut *gate, &mut *up])?;
+        let act = grow(&mut s.act, n * ff);
+        // One pass over gate and up (the fused kernels evaluate the same expressions).
         match hp.activation {
-            Activation::Silu => kernels::silu_inplace(gate),
-            Activation::GeluTanh => kernels::gelu_tanh_inplace(gate),
+            Activation::Silu => kernels::swiglu(gate, up, act),
+            Activation::GeluTanh => kernels::geglu(gate, up, act),
         }
-        kernels::mul_inplace(gate, up);
         let proj = grow(&mut s.proj, n * d);
-        kernels::matmul(pool, &model.weights(&layer.ffn_down)?, gate, n, proj)?;
+        kernels::matmul(pool, &model.weights(&layer.ffn_down)?, act, n, proj)?;
         if let Some(w) = &layer.post_ffn_norm {
             rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
         }

@@ -1,13 +1,17 @@
 //! Development measurement: time of one packed Q4_1 / Q8_0 matmul at several token counts
-//! (best of many calls, one thread, so a busy machine disturbs it least). Usage:
-//! `cargo run --release -p kernels --example packed_matmul_speed`.
+//! (best of many calls; one thread by default, so a busy machine disturbs it least). Usage:
+//! `cargo run --release -p kernels --example packed_matmul_speed [threads]`.
 
 use kernels::{matmul, pack_weights, ThreadPool, Weights};
 use quant::GgmlType;
 use std::time::Instant;
 
 fn main() {
-    let pool = ThreadPool::new(1);
+    let threads = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let pool = ThreadPool::new(threads);
     let mut seed = 1u32;
     let mut rnd = move || {
         seed ^= seed << 13;
@@ -34,7 +38,7 @@ fn main() {
                 None => *w,
             })
             .collect();
-        for n in [1usize, 4, 8] {
+        for n in [1usize, 4, 8, 16] {
             let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
             let mut out = vec![0.0f32; n * rows];
             let mut best = f64::MAX;

@@ -51,7 +51,7 @@ pub use ops::{
     silu_inplace, softmax_inplace, swiglu,
 };
 pub use pool::{ThreadPool, DEFAULT_SPIN};
-pub use rope::{rope_inplace, RopeConfig, RopeStyle};
+pub use rope::{rope_apply, rope_inplace, RopeAngles, RopeConfig, RopeStyle};
 pub use sampling::{argmax, top_k};
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use crate::ops::{load_part, store_part};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Simd;
 use crate::{Isa, KernelError};
-use std::cell::Cell;
 
 /// Which dimensions RoPE rotates together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -36,10 +35,6 @@ pub struct RopeConfig {
     pub freq_scale: f32,
     /// Pairing style.
     pub style: RopeStyle,
-}
-
-thread_local! {
-    static TABLE: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Rotates `heads` consecutive heads of `head_dim` at `x`.
@@ -110,22 +105,81 @@ fn rotate_scalar(tok: &mut [f32], head_dim: usize, n_rot: usize, style: RopeStyl
     }
 }
 
-pub(crate) fn rope_inplace_isa(
+/// The cosines and sines of every position of a batch for one [`RopeConfig`], computed once
+/// and applied to any number of tensors ([`rope_apply`]): a decode step rotates the queries
+/// and keys of every layer at the same positions, and the angles (libm `cos`/`sin` per pair)
+/// cost more than the rotations.
+#[derive(Clone, Debug)]
+pub struct RopeAngles {
+    cfg: RopeConfig,
+    n_pos: usize,
+    /// Per position, `3 * n_rot` floats: the interleaved `(cos, sin)` pairs the scalar
+    /// rotation reads, then the SIMD table (see `rotate_g`).
+    per_pos: Vec<f32>,
+}
+
+impl RopeAngles {
+    /// The angles of `positions` under `cfg`. Errors if `n_rot` is odd or zero.
+    pub fn new(cfg: &RopeConfig, positions: &[u32]) -> Result<RopeAngles, KernelError> {
+        let n_rot = cfg.n_rot;
+        if n_rot == 0 || !n_rot.is_multiple_of(2) {
+            return Err(KernelError::InvalidShape(format!(
+                "rope: n_rot {n_rot} must be even and non-zero"
+            )));
+        }
+        let half = n_rot / 2;
+        let theta_scale = cfg.freq_base.powf(-2.0 / n_rot as f32);
+        let neox = cfg.style == RopeStyle::Neox;
+        let mut per_pos = vec![0.0f32; 3 * n_rot * positions.len()];
+        for (buf, &p) in per_pos.chunks_exact_mut(3 * n_rot).zip(positions) {
+            let (cs, table) = buf.split_at_mut(n_rot);
+            let mut theta = p as f32;
+            for i in 0..half {
+                let t = cfg.freq_scale * theta;
+                let (c, s) = (t.cos(), t.sin());
+                cs[2 * i] = c;
+                cs[2 * i + 1] = s;
+                if neox {
+                    table[i] = c;
+                    table[half + i] = s;
+                } else {
+                    table[2 * i] = c;
+                    table[2 * i + 1] = c;
+                    table[n_rot + 2 * i] = -s;
+                    table[n_rot + 2 * i + 1] = s;
+                }
+                theta *= theta_scale;
+            }
+        }
+        Ok(RopeAngles {
+            cfg: *cfg,
+            n_pos: positions.len(),
+            per_pos,
+        })
+    }
+
+    /// The configuration the angles were computed for.
+    pub fn config(&self) -> &RopeConfig {
+        &self.cfg
+    }
+}
+
+pub(crate) fn rope_apply_isa(
     isa: Isa,
     x: &mut [f32],
-    positions: &[u32],
+    angles: &RopeAngles,
     n_heads: usize,
     head_dim: usize,
-    cfg: &RopeConfig,
 ) -> Result<(), KernelError> {
+    let cfg = &angles.cfg;
     let n_rot = cfg.n_rot;
-    if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
+    if n_rot > head_dim {
         return Err(KernelError::InvalidShape(format!(
             "rope: n_rot {n_rot} must be even, non-zero and <= head_dim {head_dim}"
         )));
     }
     let per_token = n_heads * head_dim;
-    let expected = positions.len().checked_mul(per_token);
+    let expected = angles.n_pos.checked_mul(per_token);
     if expected != Some(x.len()) {
         return Err(KernelError::Length {
             what: "rope: x (n_tokens * n_heads * head_dim)",
@@ -136,34 +190,12 @@ pub(crate) fn rope_inplace_isa(
     if per_token == 0 {
         return Ok(());
     }
-    let half = n_rot / 2;
-    let theta_scale = cfg.freq_base.powf(-2.0 / n_rot as f32);
-    let mut buf = TABLE.with(Cell::take);
-    buf.resize(3 * n_rot, 0.0);
-    let (cs, table) = buf.split_at_mut(n_rot);
-    for (tok, &p) in x.chunks_exact_mut(per_token).zip(positions) {
-        let mut theta = p as f32;
-        for i in 0..half {
-            let t = cfg.freq_scale * theta;
-            cs[2 * i] = t.cos();
-            cs[2 * i + 1] = t.sin();
-            theta *= theta_scale;
-        }
-        let neox = cfg.style == RopeStyle::Neox;
-        if isa != Isa::Scalar {
-            for i in 0..half {
-                let (c, s) = (cs[2 * i], cs[2 * i + 1]);
-                if neox {
-                    table[i] = c;
-                    table[half + i] = s;
-                } else {
-                    table[2 * i] = c;
-                    table[2 * i + 1] = c;
-                    table[n_rot + 2 * i] = -s;
-                    table[n_rot + 2 * i + 1] = s;
-                }
-            }
-        }
+    let neox = cfg.style == RopeStyle::Neox;
+    for (tok, buf) in x
+        .chunks_exact_mut(per_token)
+        .zip(angles.per_pos.chunks_exact(3 * n_rot))
+    {
+        let (cs, table) = buf.split_at(n_rot);
         dispatch!(
             isa,
             k_rotate,
@@ -178,8 +210,24 @@ pub(crate) fn rope_inplace_isa(
             )
         );
     }
-    TABLE.with(|c| c.set(buf));
     Ok(())
+}
+
+pub(crate) fn rope_inplace_isa(
+    isa: Isa,
+    x: &mut [f32],
+    positions: &[u32],
+    n_heads: usize,
+    head_dim: usize,
+    cfg: &RopeConfig,
+) -> Result<(), KernelError> {
+    let n_rot = cfg.n_rot;
+    if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
+        return Err(KernelError::InvalidShape(format!(
+            "rope: n_rot {n_rot} must be even, non-zero and <= head_dim {head_dim}"
+        )));
+    }
+    rope_apply_isa(isa, x, &RopeAngles::new(cfg, positions)?, n_heads, head_dim)
 }
 
 /// Rotates `x` (`[n_tokens][n_heads][head_dim]`, `n_tokens = positions.len()`) in place.
@@ -196,4 +244,16 @@ pub fn rope_inplace(
     cfg: &RopeConfig,
 ) -> Result<(), KernelError> {
     rope_inplace_isa(Isa::current(), x, positions, n_heads, head_dim, cfg)
+}
+
+/// Rotates `x` (`[n_tokens][n_heads][head_dim]`) in place with angles computed beforehand
+/// for its `n_tokens` positions: the same result as [`rope_inplace`] with those positions and
+/// the angles' configuration. Errors if `n_rot > head_dim` or `x` has the wrong length.
+pub fn rope_apply(
+    x: &mut [f32],
+    angles: &RopeAngles,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<(), KernelError> {
+    rope_apply_isa(Isa::current(), x, angles, n_heads, head_dim)
 }

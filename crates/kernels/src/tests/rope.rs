@@ -135,3 +135,46 @@ fn isas_agree_exactly() {
         }
     }
 }
+
+/// Angles computed once and applied to several tensors give exactly what `rope_inplace`
+/// gives each of them; a tensor of another token count, or with heads smaller than `n_rot`,
+/// is refused.
+#[test]
+fn precomputed_angles_match_rope_inplace() {
+    let mut r = rng(33);
+    for style in [RopeStyle::Normal, RopeStyle::Neox] {
+        let c = RopeConfig {
+            freq_scale: 0.25,
+            ..cfg(64, style)
+        };
+        let positions = [5u32, 17, 4000, 0];
+        let angles = crate::RopeAngles::new(&c, &positions).unwrap();
+        assert_eq!(angles.config(), &c);
+        for n_heads in [9, 3] {
+            let x0 = randv(&mut r, positions.len() * n_heads * 64, 3.0);
+            let mut want = x0.clone();
+            rope_inplace(&mut want, &positions, n_heads, 64, &c).unwrap();
+            let mut got = x0;
+            crate::rope_apply(&mut got, &angles, n_heads, 64).unwrap();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{style:?} {n_heads} heads"
+            );
+        }
+        let mut three_tokens = vec![0.0; 3 * 64];
+        assert!(matches!(
+            crate::rope_apply(&mut three_tokens, &angles, 1, 64),
+            Err(KernelError::Length { .. })
+        ));
+        let mut small_heads = vec![0.0; 4 * 32];
+        assert!(matches!(
+            crate::rope_apply(&mut small_heads, &angles, 1, 32),
+            Err(KernelError::InvalidShape(_))
+        ));
+    }
+    assert!(matches!(
+        crate::RopeAngles::new(&cfg(7, RopeStyle::Normal), &[0]),
+        Err(KernelError::InvalidShape(_))
+    ));
+}
