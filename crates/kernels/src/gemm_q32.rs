@@ -1254,10 +1254,11 @@ fn run<F: Fmt>(path: Path, pool: &ThreadPool, c: &Ctx) {
         let n_tiles = rows.div_ceil(TILE);
         let per_tile = c.a.nb * lines_per_block::<F>();
         if let Some(p) = c.w.packed() {
-            // Runs of consecutive tiles per job, so the tile a pass prefetches is this
-            // thread's next one; several runs per thread keep the load balanced.
-            let run = (n_tiles / (4 * pool.n_threads().max(1))).clamp(1, 8);
-            pool.for_each_chunk(n_tiles, run, |tiles| {
+            // Long runs of consecutive tiles per take (guided scheduling): each thread streams
+            // through contiguous memory, and the tile a pass prefetches is its next one.
+            // Measured on SmolLM2, 8 sequences: 8.2 vs 9.1 ms a step with runs of at most 8
+            // tiles taken in turn.
+            pool.for_each_guided(n_tiles, 1, |tiles| {
                 let last = tiles.end - 1;
                 for tile in tiles {
                     let r0 = tile * TILE;

@@ -285,6 +285,51 @@ impl ThreadPool {
         self.dispatch(&job, false);
     }
 
+    /// Calls `f(range)` over consecutive ranges covering `0..n_items`, taken dynamically by
+    /// the pool's threads with guided self-scheduling: each take is a thread's share of what
+    /// is left (`left / n_threads`, at least `min_chunk`), so the first ranges are long, which
+    /// keeps each thread streaming through contiguous memory, and the last ones short, which
+    /// evens out the finish when a thread runs late. Late workers are not waited for, as in
+    /// [`ThreadPool::for_each_chunk`].
+    pub fn for_each_guided<F>(&self, n_items: usize, min_chunk: usize, f: F)
+    where
+        F: Fn(Range<usize>) + Sync,
+    {
+        let min_chunk = min_chunk.max(1);
+        if n_items <= min_chunk || self.workers.is_empty() || IN_JOB.with(Cell::get) {
+            if n_items > 0 {
+                f(0..n_items);
+            }
+            return;
+        }
+        let share = self.n_threads();
+        let next = AtomicUsize::new(0);
+        let job = |_: usize, _: usize| {
+            let mut start = next.load(Ordering::Relaxed);
+            loop {
+                if start >= n_items {
+                    break;
+                }
+                let take = ((n_items - start) / share)
+                    .max(min_chunk)
+                    .min(n_items - start);
+                match next.compare_exchange_weak(
+                    start,
+                    start + take,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        f(start..start + take);
+                        start = next.load(Ordering::Relaxed);
+                    }
+                    Err(now) => start = now,
+                }
+            }
+        };
+        self.dispatch(&job, false);
+    }
+
     /// Splits `data` into consecutive chunks of `chunk_len` (the last may be shorter) and calls
     /// `f(chunk_index, chunk)` once per chunk, in parallel. `chunk_len` 0 is treated as 1.
     pub fn for_each_chunk_mut<T, F>(&self, data: &mut [T], chunk_len: usize, f: F)

@@ -60,6 +60,53 @@ fn chunks_cover_exactly_once() {
     assert!(data.iter().enumerate().all(|(i, &v)| v == i));
 }
 
+/// Guided ranges cover every item exactly once, start long (a thread's share of the whole)
+/// and never go below the minimum except for the very end; a job run from inside a job
+/// (nested) gets everything in one range.
+#[test]
+fn guided_ranges_cover_exactly_once() {
+    for threads in [1, 2, 3] {
+        let pool = ThreadPool::new(threads);
+        for (n, min) in [(0, 1), (1, 1), (2, 1), (18, 1), (1536, 1), (1000, 7), (5, 0), (5, 9)] {
+            let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            let longest = AtomicUsize::new(0);
+            let ranges = std::sync::Mutex::new(Vec::new());
+            pool.for_each_guided(n, min, |r| {
+                assert!(!r.is_empty() && r.end <= n, "{r:?} of {n}");
+                longest.fetch_max(r.len(), Ordering::Relaxed);
+                ranges.lock().unwrap().push(r.clone());
+                for i in r {
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(
+                counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "{threads} threads, {n} items"
+            );
+            if n > min.max(1) {
+                assert!(longest.load(Ordering::Relaxed) >= n / threads, "{n} items");
+                let short = ranges
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.len() < min.max(1) && r.end != n)
+                    .count();
+                assert_eq!(short, 0, "only the last range may be shorter than {min}");
+            }
+        }
+    }
+    let outer = ThreadPool::new(2);
+    let inner = ThreadPool::new(2);
+    outer.run(|_, _| {
+        let calls = AtomicUsize::new(0);
+        inner.for_each_guided(100, 1, |r| {
+            assert_eq!(r, 0..100);
+            calls.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    });
+}
+
 #[test]
 fn borrows_stack_data() {
     let pool = ThreadPool::new(3);
