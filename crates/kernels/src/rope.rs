@@ -1,7 +1,8 @@
 //! Rotary position embeddings, computed the way GGML does so results match llama.cpp.
 //!
-//! The angles are computed once per token in scalar f32 (as GGML: a running product and
-//! libm `cos`/`sin`); the rotation of every head is dispatched. The SIMD rotation evaluates
+//! The angles are computed once per position in scalar f32 (as GGML: a running product and
+//! libm `cos`/`sin`), into a [`RopeAngles`] that every layer of a forward pass reuses; the
+//! rotation of every head is dispatched. The SIMD rotation evaluates
 //! exactly the scalar expressions (`x0·c − x1·s`, `x0·s + x1·c`, unfused), so all paths agree
 //! bit for bit.
 
@@ -221,12 +222,6 @@ pub(crate) fn rope_inplace_isa(
     head_dim: usize,
     cfg: &RopeConfig,
 ) -> Result<(), KernelError> {
-    let n_rot = cfg.n_rot;
-    if n_rot == 0 || !n_rot.is_multiple_of(2) || n_rot > head_dim {
-        return Err(KernelError::InvalidShape(format!(
-            "rope: n_rot {n_rot} must be even, non-zero and <= head_dim {head_dim}"
-        )));
-    }
     rope_apply_isa(isa, x, &RopeAngles::new(cfg, positions)?, n_heads, head_dim)
 }
 

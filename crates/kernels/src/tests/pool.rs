@@ -67,7 +67,16 @@ fn chunks_cover_exactly_once() {
 fn guided_ranges_cover_exactly_once() {
     for threads in [1, 2, 3] {
         let pool = ThreadPool::new(threads);
-        for (n, min) in [(0, 1), (1, 1), (2, 1), (18, 1), (1536, 1), (1000, 7), (5, 0), (5, 9)] {
+        for (n, min) in [
+            (0, 1),
+            (1, 1),
+            (2, 1),
+            (18, 1),
+            (1536, 1),
+            (1000, 7),
+            (5, 0),
+            (5, 9),
+        ] {
             let counts: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
             let longest = AtomicUsize::new(0);
             let ranges = std::sync::Mutex::new(Vec::new());
