@@ -6,6 +6,8 @@
 //! `cargo run --release -p kernels --example attention_decode_speed [threads] [depth] [layers]
 //! [reps] [shape]` (`layers` 0: the model's own count; `shape` `smollm2`, `gemma3` or `all`).
 
+mod common;
+
 use half::f16;
 use kernels::{
     attention, attention_q8_0, attention_q8_0_int8_query, q8_0_bytes, quantize_kv_q8_0, ThreadPool,
@@ -34,13 +36,7 @@ fn main() {
     let reps = num(30).max(1);
     let shape = std::env::args().nth(5).unwrap_or_else(|| "all".into());
     let pool = ThreadPool::new(threads);
-    let mut seed = 1u32;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-    };
+    let mut rnd = common::uniform(1);
     // (name, layers, n_head, n_kv, head_dim)
     for (name, layers, n_head, n_kv, hd) in [("smollm2", 30, 9, 3, 64), ("gemma3", 18, 4, 1, 256)] {
         if shape != "all" && shape != name {

@@ -1,6 +1,8 @@
 //! Rough per-ISA timings of the main kernels, for development only (speed claims come from
 //! `freehold bench`). Run: `cargo run --release -p kernels --example kernel_speed [threads]`.
 
+mod common;
+
 use half::f16;
 use kernels::{attention, matmul, with_isa, Isa, ThreadPool, Weights};
 use quant::GgmlType;
@@ -26,13 +28,7 @@ fn main() {
     println!("threads: {threads}");
     time("pool.run(empty)", 20_000, || pool.run(|_, _| {}));
 
-    let mut seed = 1u32;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-    };
+    let mut rnd = common::uniform(1);
     let shapes = [
         (GgmlType::Q4_0, 576, 576),
         (GgmlType::Q4_K, 576, 1536),

@@ -3,6 +3,8 @@
 //! development only (speed claims come from `freehold bench`).
 //! Run: `cargo run --release -p kernels --example kquant_speed [threads]`.
 
+mod common;
+
 use kernels::{matmul, with_isa, Isa, ThreadPool, Weights};
 use quant::GgmlType;
 use std::time::Instant;
@@ -28,13 +30,7 @@ fn main() {
         .unwrap_or(2);
     let pool = ThreadPool::new(threads);
     println!("threads: {threads}");
-    let mut seed = 7u32;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-    };
+    let mut rnd = common::uniform(7);
     let shapes = [
         (GgmlType::Q6_K, 640, 2048),
         (GgmlType::Q4_K, 640, 1024),

@@ -2,9 +2,10 @@
 //! (best of many calls; one thread by default, so a busy machine disturbs it least). Usage:
 //! `cargo run --release -p kernels --example packed_matmul_speed [threads]`.
 
+mod common;
+
 use kernels::{matmul, pack_weights, ThreadPool, Weights};
 use quant::GgmlType;
-use std::time::Instant;
 
 fn main() {
     let threads = std::env::args()
@@ -12,13 +13,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let pool = ThreadPool::new(threads);
-    let mut seed = 1u32;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-    };
+    let mut rnd = common::uniform(1);
     // Streaming: ~64 MB of Q4_1 matrices in turn, as a decode step reads a model's layers.
     {
         let (rows, cols, count) = (1536usize, 576usize, 120usize);
@@ -41,14 +36,11 @@ fn main() {
         for n in [1usize, 4, 8, 16] {
             let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
             let mut out = vec![0.0f32; n * rows];
-            let mut best = f64::MAX;
-            for _ in 0..15 {
-                let t0 = Instant::now();
+            let best = common::best_of(15, || {
                 for w in &wps {
                     matmul(&pool, w, &x, n, &mut out).expect("matmul");
                 }
-                best = best.min(t0.elapsed().as_secs_f64());
-            }
+            });
             let bytes = (count * data.len()) as f64;
             println!(
                 "stream {count} x Q4_1 {rows}x{cols} tokens {n}: {:7.2} ms  {:5.1} GB/s",
@@ -73,12 +65,9 @@ fn main() {
         for n in [1usize, 4, 8, 16] {
             let x: Vec<f32> = (0..n * cols).map(|_| rnd()).collect();
             let mut out = vec![0.0f32; n * rows];
-            let mut best = f64::MAX;
-            for _ in 0..300 {
-                let t0 = Instant::now();
+            let best = common::best_of(300, || {
                 matmul(&pool, &wp, &x, n, &mut out).expect("matmul");
-                best = best.min(t0.elapsed().as_secs_f64());
-            }
+            });
             let gmacs = (rows * cols * n) as f64 / best / 1e9;
             println!(
                 "{ty} {rows}x{cols} tokens {n:2}: {:8.1} us  {gmacs:6.1} GMAC/s",

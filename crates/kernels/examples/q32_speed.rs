@@ -4,6 +4,8 @@
 //! Run: `cargo run --release -p kernels --example q32_speed [threads] [reps]`. Each case is
 //! timed `reps` times (default 7) and the minimum is reported, because the machine is shared.
 
+mod common;
+
 use kernels::{matmul, ThreadPool, Weights};
 use quant::GgmlType;
 use std::time::Instant;
@@ -32,13 +34,7 @@ fn main() {
         kernels::Isa::current()
     );
 
-    let mut seed = 7u32;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 17;
-        seed ^= seed << 5;
-        (seed as f32 / u32::MAX as f32) * 2.0 - 1.0
-    };
+    let mut rnd = common::uniform(7);
     // (type, rows, cols, tokens)
     let cases = [
         (GgmlType::Q8_0, 256, 640, 1),

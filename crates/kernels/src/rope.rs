@@ -113,7 +113,6 @@ fn rotate_scalar(tok: &mut [f32], head_dim: usize, n_rot: usize, style: RopeStyl
 #[derive(Clone, Debug)]
 pub struct RopeAngles {
     cfg: RopeConfig,
-    n_pos: usize,
     /// Per position, `3 * n_rot` floats: the interleaved `(cos, sin)` pairs the scalar
     /// rotation reads, then the SIMD table (see `rotate_g`).
     per_pos: Vec<f32>,
@@ -152,11 +151,7 @@ impl RopeAngles {
                 theta *= theta_scale;
             }
         }
-        Ok(RopeAngles {
-            cfg: *cfg,
-            n_pos: positions.len(),
-            per_pos,
-        })
+        Ok(RopeAngles { cfg: *cfg, per_pos })
     }
 
     /// The configuration the angles were computed for.
@@ -180,7 +175,8 @@ pub(crate) fn rope_apply_isa(
         )));
     }
     let per_token = n_heads * head_dim;
-    let expected = angles.n_pos.checked_mul(per_token);
+    let n_pos = angles.per_pos.len() / (3 * n_rot);
+    let expected = n_pos.checked_mul(per_token);
     if expected != Some(x.len()) {
         return Err(KernelError::Length {
             what: "rope: x (n_tokens * n_heads * head_dim)",
