@@ -321,21 +321,28 @@ fn forward_seqs(
 
         let xn = grow(&mut s.xn, n * d);
         rms_norm_rows(x, &layer.ffn_norm, hp.rms_eps, xn, d);
-        let gate = grow(&mut s.gate, n * ff);
-        let up = grow(&mut s.up, n * ff);
-        let (wg, wu) = (
+        let scratch = kernels::FfnScratch {
+            gate: grow(&mut s.gate, n * ff),
+            up: grow(&mut s.up, n * ff),
+            act: grow(&mut s.act, n * ff),
+        };
+        let glu = match hp.activation {
+            Activation::Silu => kernels::Glu::Silu,
+            Activation::GeluTanh => kernels::Glu::GeluTanh,
+        };
+        let proj = grow(&mut s.proj, n * d);
+        let (gate, up, down) = (
             model.weights(&layer.ffn_gate)?,
             model.weights(&layer.ffn_up)?,
+            model.weights(&layer.ffn_down)?,
         );
-        kernels::matmul_many(pool, &[&wg, &wu], xn, n, &mut [&mut *gate, &mut *up])?;
-        let act = grow(&mut s.act, n * ff);
-        // One pass over gate and up (the fused kernels evaluate the same expressions).
-        match hp.activation {
-            Activation::Silu => kernels::swiglu(gate, up, act),
-            Activation::GeluTanh => kernels::geglu(gate, up, act),
-        }
-        let proj = grow(&mut s.proj, n * d);
-        kernels::matmul(pool, &model.weights(&layer.ffn_down)?, act, n, proj)?;
+        let ffn = kernels::GatedFfn {
+            gate: &gate,
+            up: &up,
+            down: &down,
+            glu,
+        };
+        kernels::ffn_glu(pool, &ffn, xn, n, scratch, proj)?;
         if let Some(w) = &layer.post_ffn_norm {
             rms_norm_rows_inplace(proj, w, hp.rms_eps, d);
         }

@@ -41,7 +41,7 @@
 
 use crate::matmul::Weights;
 use crate::pool::SyncSlice;
-use crate::q8act::{quantize_acts, with_act, ActQ, QPath, QK};
+use crate::q8act::{quant_row, quantize_acts, with_act, ActQ, QPath, QK};
 use crate::{Isa, ThreadPool};
 use half::f16;
 use quant::GgmlType;
@@ -1314,6 +1314,157 @@ fn run<F: Fmt>(path: Path, pool: &ThreadPool, c: &Ctx) {
                 #[cfg(target_arch = "x86_64")]
                 Path::Avx2 => unsafe { gemv_avx2::<F>(c, r0, r1) },
                 Path::Scalar => gemv_scalar::<F>(c, r0, r1),
+            }
+        }
+    });
+}
+
+/// Whether [`glu_packed`] can compute the gate and up products `g` and `u` on `path`: both
+/// packed for it, of one type and shape, with whole tiles (each tile's 32 columns of the
+/// activation are then one quantization block of the next product's input).
+pub(crate) fn glu_fusable(path: Path, g: &Weights, u: &Weights) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        path == Path::Vnni512
+            && handles(g.ty())
+            && g.ty() == u.ty()
+            && g.rows() == u.rows()
+            && g.cols() == u.cols()
+            && g.rows().is_multiple_of(TILE)
+            && g.packed().is_some()
+            && u.packed().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (path, g, u);
+        false
+    }
+}
+
+/// The gate and up products of `a` (quantized for `g.ty()`), tile by tile: as soon as a
+/// thread has both products of a 32-row tile it applies the gated activation `glu` to those
+/// 32 columns of every token and quantizes them (offset `off`) into `act`, one block per
+/// token. The activation thus never waits in a serial pass between the two products, and
+/// `act` is what `quantize_acts` would make of the activation row by row (same bodies, and
+/// blocks are quantized independently).
+///
+/// `gate_out` and `up_out` (`a.n_tokens * g.rows()` floats) receive the two products.
+/// Callers check [`glu_fusable`] first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn glu_packed(
+    isa: Isa,
+    path: Path,
+    pool: &ThreadPool,
+    g: &Weights,
+    u: &Weights,
+    a: &ActQ,
+    glu: crate::Glu,
+    gate_out: &mut [f32],
+    up_out: &mut [f32],
+    act: &mut ActQ,
+    off: i32,
+) {
+    assert!(glu_fusable(path, g, u), "glu_packed: weights not fusable");
+    let rows = g.rows();
+    assert!(
+        a.cols == g.cols() && gate_out.len() == a.n_tokens * rows && up_out.len() == gate_out.len(),
+        "glu_packed: lengths"
+    );
+    act.reshape(a.n_tokens, rows);
+    if a.n_tokens == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    match g.ty() {
+        GgmlType::Q4_0 => glu_run::<Q4_0>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
+        GgmlType::Q4_1 => glu_run::<Q4_1>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
+        GgmlType::Q5_0 => glu_run::<Q5_0>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
+        GgmlType::Q5_1 => glu_run::<Q5_1>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
+        GgmlType::Q8_0 => glu_run::<Q8_0>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
+        _ => unreachable!("glu_packed: unsupported type"),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (isa, pool, glu, off);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn glu_run<F: Fmt>(
+    isa: Isa,
+    pool: &ThreadPool,
+    g: &Weights,
+    u: &Weights,
+    a: &ActQ,
+    glu: crate::Glu,
+    gate_out: &mut [f32],
+    up_out: &mut [f32],
+    act: &mut ActQ,
+    off: i32,
+) {
+    const { assert!(TILE == QK) };
+    let (rows, n) = (g.rows(), a.n_tokens);
+    let (pg, pu) = (
+        g.packed().expect("checked by glu_fusable"),
+        u.packed().expect("checked by glu_fusable"),
+    );
+    let per_tile = a.nb * lines_per_block::<F>();
+    let (gate_out, up_out) = (SyncSlice::new(gate_out), SyncSlice::new(up_out));
+    let cg = Ctx {
+        w: g,
+        a,
+        out: &gate_out,
+    };
+    let cu = Ctx {
+        w: u,
+        a,
+        out: &up_out,
+    };
+    let nb = act.nb;
+    let qs = SyncSlice::new(&mut act.qs);
+    let dd = SyncSlice::new(&mut act.dd);
+    let bias = SyncSlice::new(&mut act.bias);
+    pool.for_each_guided(rows / TILE, 1, |tiles| {
+        let last = tiles.end - 1;
+        let mut h = [0f32; TILE];
+        for tile in tiles {
+            let r0 = tile * TILE;
+            let next = if tile < last {
+                pg.tile(tile + 1, per_tile)
+            } else {
+                std::ptr::null()
+            };
+            // SAFETY: `glu_fusable` chose `Path::Vnni512`, which needs these CPU features, and
+            // `Weights::with_packed` checked the packings; each tile is one job's rows, and
+            // the gate pass prefetches the up tile it reads next.
+            unsafe {
+                gemm_packed_tile_vnni::<F>(
+                    &cg,
+                    pg.tile(tile, per_tile),
+                    pu.tile(tile, per_tile),
+                    r0,
+                    TILE,
+                );
+                gemm_packed_tile_vnni::<F>(&cu, pu.tile(tile, per_tile), next, r0, TILE);
+            }
+            for t in 0..n {
+                // SAFETY: columns `r0..r0 + 32` of every token (and block `tile` of the
+                // activation) belong to this tile's job alone.
+                unsafe {
+                    let gs = &*gate_out.slice_mut(t * rows + r0, TILE);
+                    let us = &*up_out.slice_mut(t * rows + r0, TILE);
+                    match glu {
+                        crate::Glu::Silu => crate::ops::swiglu_isa(isa, gs, us, &mut h),
+                        crate::Glu::GeluTanh => crate::ops::geglu_isa(isa, gs, us, &mut h),
+                    }
+                    quant_row(
+                        QPath::Avx512,
+                        &h,
+                        qs.slice_mut(t * rows + r0, TILE),
+                        dd.slice_mut(t * nb + tile, 1),
+                        bias.slice_mut(t * nb + tile, 1),
+                        off,
+                    );
+                }
             }
         }
     });

@@ -21,6 +21,7 @@
 mod attention;
 mod dequant;
 mod error;
+mod ffn;
 mod gemm_q32;
 mod isa;
 mod kquant_dot;
@@ -41,6 +42,7 @@ pub use attention::{
 };
 pub use dequant::{dequantize_row, is_supported, SUPPORTED_TYPES};
 pub use error::KernelError;
+pub use ffn::{ffn_glu, FfnScratch, GatedFfn, Glu};
 pub use gemm_q32::{pack_weights, PackedWeights};
 pub use isa::{with_isa, Isa};
 pub use matmul::{matmul, supported_type_names, Weights};

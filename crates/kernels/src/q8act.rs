@@ -44,7 +44,7 @@ pub(crate) struct ActQ {
 
 impl ActQ {
     /// Resizes for `n_tokens x cols` (grows only; contents are overwritten by quantization).
-    fn reshape(&mut self, n_tokens: usize, cols: usize) {
+    pub(crate) fn reshape(&mut self, n_tokens: usize, cols: usize) {
         self.cols = cols;
         self.nb = cols / QK;
         self.n_tokens = n_tokens;
@@ -62,6 +62,8 @@ impl ActQ {
 thread_local! {
     /// The calling thread's activation buffer (taken out during a matmul, then put back).
     static ACT: Cell<ActQ> = Cell::new(ActQ::default());
+    /// A second buffer, for the output of a product that is the next product's input.
+    static ACT_NEXT: Cell<ActQ> = Cell::new(ActQ::default());
 }
 
 /// Runs `f` with this thread's reusable activation buffer.
@@ -69,6 +71,17 @@ pub(crate) fn with_act<R>(f: impl FnOnce(&mut ActQ) -> R) -> R {
     let mut a = ACT.with(Cell::take);
     let r = f(&mut a);
     ACT.with(|c| c.set(a));
+    r
+}
+
+/// Runs `f` with this thread's two reusable activation buffers (a product's input and the
+/// activation it produces for the next product).
+pub(crate) fn with_two_acts<R>(f: impl FnOnce(&mut ActQ, &mut ActQ) -> R) -> R {
+    let mut a = ACT.with(Cell::take);
+    let mut b = ACT_NEXT.with(Cell::take);
+    let r = f(&mut a, &mut b);
+    ACT.with(|c| c.set(a));
+    ACT_NEXT.with(|c| c.set(b));
     r
 }
 
@@ -214,7 +227,7 @@ unsafe fn quant_row_avx2(
 }
 
 /// Quantizes one row with the chosen body.
-fn quant_row(
+pub(crate) fn quant_row(
     path: QPath,
     x: &[f32],
     qs: &mut [i8],

@@ -4,6 +4,7 @@
 mod attention;
 mod attention_q8;
 mod dequant;
+mod ffn;
 mod kquant;
 mod matmul;
 mod matmul_many;
