@@ -108,6 +108,12 @@ impl Session {
         self.kv.bytes()
     }
 
+    /// Touches every page of the KV cache now rather than as positions fill (see
+    /// [`KvCache::prefault`]).
+    pub fn prefault_kv(&mut self) {
+        self.kv.prefault();
+    }
+
     /// The logits of the last [`Session::forward`] call (`n_vocab` per requested position).
     pub fn logits(&self) -> &[f32] {
         &self.scratch.logits[..self.n_logits * self.model.hp.n_vocab]

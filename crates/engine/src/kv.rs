@@ -112,6 +112,30 @@ impl KvCache {
         })
     }
 
+    /// Writes every page of the cache now, so that no position written later takes a page
+    /// fault. A server calls this when it allocates its slots: a fault inside a decode step
+    /// stalls every sequence of the step (on the 2-core test machine the first 8-stream
+    /// round on a fresh server, which faults in ~4,000 pages, ran at 860 tokens/s against
+    /// 1,060-1,120 for the next rounds).
+    pub fn prefault(&mut self) {
+        // One write per 4 KiB page: cheaper than a full fill, and zero is what is there.
+        fn touch<T: Copy + Default>(bufs: &mut [Vec<T>]) {
+            let step = (4096 / std::mem::size_of::<T>()).max(1);
+            for buf in bufs {
+                for i in (0..buf.len()).step_by(step) {
+                    // SAFETY: in bounds; a volatile write so that the store is not elided.
+                    unsafe { std::ptr::write_volatile(&mut buf[i], T::default()) };
+                }
+            }
+        }
+        for store in [&mut self.k, &mut self.v] {
+            match store {
+                Store::F16(b) => touch(b),
+                Store::Q8_0(b) => touch(b),
+            }
+        }
+    }
+
     /// The exact bytes a cache of `n_ctx` positions in format `ty` holds for this model (what
     /// [`KvCache::bytes`] will report), without allocating it. Errors as
     /// [`KvCache::with_type`] does.
@@ -235,6 +259,71 @@ fn check_type(hp: &HParams, ty: KvType) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Resident bytes of the distinct mappings holding `bufs` (from /proc/self/smaps).
+    #[cfg(target_os = "linux")]
+    fn resident_bytes_of(bufs: &[usize]) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut total = 0;
+        let mut current: Option<(usize, usize)> = None;
+        let mut counted = false;
+        for line in smaps.lines() {
+            let head = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = head.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    current = Some((a, b));
+                    counted = false;
+                    continue;
+                }
+            }
+            if let (Some((a, b)), Some(kb)) = (current, line.strip_prefix("Rss:")) {
+                if !counted && bufs.iter().any(|&p| a <= p && p < b) {
+                    counted = true;
+                    total += kb
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap()
+                        * 1024;
+                }
+            }
+        }
+        total
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn prefault_makes_the_whole_cache_resident_and_keeps_it_zero() {
+        let f = gguf::GgufFile::open(testdata::model("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+        let hp = HParams::from_gguf(&f).unwrap();
+        for ty in KvType::ALL {
+            let mut kv = KvCache::with_type(&hp, 4096, ty).unwrap();
+            let ptrs = |kv: &KvCache| -> Vec<usize> {
+                [&kv.k, &kv.v]
+                    .into_iter()
+                    .flat_map(|s| match s {
+                        Store::F16(b) => b.iter().map(|v| v.as_ptr() as usize).collect::<Vec<_>>(),
+                        Store::Q8_0(b) => b.iter().map(|v| v.as_ptr() as usize).collect(),
+                    })
+                    .collect()
+            };
+            let before = resident_bytes_of(&ptrs(&kv));
+            kv.prefault();
+            let after = resident_bytes_of(&ptrs(&kv));
+            let bytes = kv.bytes();
+            assert!(
+                after >= before + bytes * 9 / 10,
+                "{ty}: {bytes} bytes of cache, resident {before} before and {after} after"
+            );
+            let all_zero = match &kv.k {
+                Store::F16(b) => b.iter().all(|v| v.iter().all(|&x| x == 0)),
+                Store::Q8_0(b) => b.iter().all(|v| v.iter().all(|&x| x == 0)),
+            };
+            assert!(all_zero, "{ty}: prefault changed the cache");
+        }
+    }
 
     #[test]
     fn kv_type_names_round_trip() {

@@ -189,7 +189,7 @@ pub fn kv_bytes_per_slot(model: &Model, n_ctx: usize) -> usize {
 }
 
 impl Scheduler {
-    /// Allocates the slots' sessions (KV memory is reserved, pages touched as they fill).
+    /// Allocates the slots' sessions with their KV memory touched (faults now, not in steps).
     pub fn new(
         model: Arc<Model>,
         name: String,
@@ -199,8 +199,13 @@ impl Scheduler {
         metrics: Arc<Metrics>,
     ) -> Scheduler {
         let slots: Vec<Slot> = (0..cfg.slots)
-            .map(|_| Slot {
-                session: Session::new(model.clone(), pool.clone(), cfg.n_ctx),
+            .map(|_| {
+                let mut session = Session::new(model.clone(), pool.clone(), cfg.n_ctx);
+                session.prefault_kv();
+                session
+            })
+            .map(|session| Slot {
+                session,
                 cached: Vec::new(),
                 seq: None,
                 last_used: 0,
