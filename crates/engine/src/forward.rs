@@ -34,7 +34,6 @@ struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     act: Vec<f32>,
-    logits: Vec<f32>,
     positions: Vec<u32>,
     /// This pass's RoPE angles, one entry per distinct layer configuration.
     rope: Vec<kernels::RopeAngles>,
@@ -54,6 +53,8 @@ pub struct Session {
     kv: KvCache,
     n_past: usize,
     n_logits: usize,
+    /// Logits of the last forward pass; batched passes write them here directly.
+    logits: Vec<f32>,
     scratch: Scratch,
 }
 
@@ -83,6 +84,7 @@ impl Session {
             kv,
             n_past: 0,
             n_logits: 0,
+            logits: Vec::new(),
             scratch: Scratch::default(),
         }
     }
@@ -116,7 +118,7 @@ impl Session {
 
     /// The logits of the last [`Session::forward`] call (`n_vocab` per requested position).
     pub fn logits(&self) -> &[f32] {
-        &self.scratch.logits[..self.n_logits * self.model.hp.n_vocab]
+        &self.logits[..self.n_logits * self.model.hp.n_vocab]
     }
 
     /// Forgets positions `n..` (keeps a shared prefix, or empties the cache with 0).
@@ -131,6 +133,7 @@ impl Session {
         let model = Arc::clone(&self.model);
         let mut seqs = [SeqView {
             kv: &mut self.kv,
+            logits: &mut self.logits,
             pos0: self.n_past,
             tokens,
             first_logit_row,
@@ -138,7 +141,7 @@ impl Session {
         let rows = forward_seqs(&model, &self.pool, &mut self.scratch, &mut seqs)?;
         self.n_past += tokens.len();
         self.n_logits = rows;
-        Ok(&self.scratch.logits[..rows * model.hp.n_vocab])
+        Ok(&self.logits[..rows * model.hp.n_vocab])
     }
 }
 
@@ -173,6 +176,8 @@ fn validate(
 /// One sequence's share of a forward pass: its tokens occupy consecutive rows of the batch.
 struct SeqView<'a> {
     kv: &'a mut KvCache,
+    /// Where this sequence's logits go (`n_vocab` per requested row).
+    logits: &'a mut Vec<f32>,
     pos0: usize,
     tokens: &'a [u32],
     first_logit_row: usize,
@@ -247,8 +252,8 @@ fn store_and_attend(
 /// The forward pass over the rows of several sequences at once. Every weight matrix is
 /// applied to all rows in one call (read once per step, however many sequences decode);
 /// RoPE takes each row's own position; only attention is per sequence, over its own cache.
-/// Leaves the logits of the requested rows, sequence after sequence, in `s.logits` and
-/// returns how many rows that is. The caller has validated every sequence.
+/// Leaves the logits of each sequence's requested rows in its `logits` and returns how many
+/// rows that is in all. The caller has validated every sequence.
 fn forward_seqs(
     model: &Model,
     pool: &ThreadPool,
@@ -374,8 +379,14 @@ fn forward_seqs(
         row0 += n_seq;
     }
     let xn = &s.xn[..logit_rows * d];
-    let logits = grow(&mut s.logits, logit_rows * hp.n_vocab);
-    kernels::matmul(pool, &model.weights(&model.output)?, xn, logit_rows, logits)?;
+    let n_vocab = hp.n_vocab;
+    let mut outs: Vec<&mut [f32]> = Vec::with_capacity(logit_rows);
+    for seq in seqs.iter_mut() {
+        let wanted = seq.tokens.len() - seq.first_logit_row;
+        outs.extend(grow(seq.logits, wanted * n_vocab).chunks_exact_mut(n_vocab));
+    }
+    kernels::matmul_rows(pool, &model.weights(&model.output)?, xn, &mut outs)?;
+    drop(outs);
     for seq in seqs.iter_mut() {
         seq.pos0 += seq.tokens.len();
     }
@@ -447,6 +458,7 @@ impl Batcher {
             .zip(&first_rows)
             .map(|(it, &first_logit_row)| SeqView {
                 kv: &mut it.session.kv,
+                logits: &mut it.session.logits,
                 pos0: it.session.n_past,
                 tokens: it.tokens,
                 first_logit_row,
@@ -455,16 +467,9 @@ impl Batcher {
         forward_seqs(&self.model, &self.pool, &mut self.scratch, &mut seqs)
             .map_err(|error| BatchError { index: 0, error })?;
         drop(seqs);
-        let n_vocab = self.model.hp.n_vocab;
-        let mut offset = 0;
         for (it, &first) in items.iter_mut().zip(&first_rows) {
-            let rows = it.tokens.len() - first;
-            let src = &self.scratch.logits[offset * n_vocab..(offset + rows) * n_vocab];
-            let session = &mut *it.session;
-            grow(&mut session.scratch.logits, rows * n_vocab).copy_from_slice(src);
-            session.n_logits = rows;
-            session.n_past += it.tokens.len();
-            offset += rows;
+            it.session.n_logits = it.tokens.len() - first;
+            it.session.n_past += it.tokens.len();
         }
         Ok(())
     }

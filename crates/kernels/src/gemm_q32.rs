@@ -317,11 +317,20 @@ pub(crate) fn type_off(ty: GgmlType) -> i32 {
     }
 }
 
+/// Where a product's results go.
+#[derive(Clone, Copy)]
+enum Out<'b> {
+    /// One buffer, token after token (`out[t * rows + r]`).
+    Contiguous(&'b SyncSlice<'b, f32>),
+    /// A buffer per token (`outs[t][r]`).
+    PerToken(&'b [SyncSlice<'b, f32>]),
+}
+
 /// What every row job reads.
 struct Ctx<'a, 'b> {
     w: &'b Weights<'a>,
     a: &'b ActQ,
-    out: &'b SyncSlice<'b, f32>,
+    out: Out<'b>,
 }
 
 impl Ctx<'_, '_> {
@@ -331,7 +340,20 @@ impl Ctx<'_, '_> {
     /// Only the job that owns row `r` writes it (row ranges of jobs are disjoint).
     #[inline(always)]
     unsafe fn put(&self, t: usize, r: usize, v: f32) {
-        self.out.slice_mut(t * self.w.rows() + r, 1)[0] = v;
+        self.out_rows(t, r, 1)[0] = v;
+    }
+
+    /// Outputs `r..r + n` of token `t`.
+    ///
+    /// # Safety
+    /// As [`Ctx::put`], for each of the rows.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn out_rows(&self, t: usize, r: usize, n: usize) -> &mut [f32] {
+        match self.out {
+            Out::Contiguous(o) => o.slice_mut(t * self.w.rows() + r, n),
+            Out::PerToken(o) => o[t].slice_mut(r, n),
+        }
     }
 }
 
@@ -858,7 +880,6 @@ unsafe fn gemm_micro<F: Fmt, const T: usize>(
             }
         }
     }
-    let rows = c.w.rows();
     for h in 0..2 {
         let lo = 16 * h;
         if lo >= nr {
@@ -868,7 +889,7 @@ unsafe fn gemm_micro<F: Fmt, const T: usize>(
         let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
         for t in 0..T {
             // SAFETY: rows `r0..r0 + nr` belong to this job; `n` lanes are in bounds.
-            let o = c.out.slice_mut((t0 + t) * rows + r0 + lo, n);
+            let o = c.out_rows(t0 + t, r0 + lo, n);
             _mm512_mask_storeu_ps(o.as_mut_ptr(), mask, facc[h][t]);
         }
     }
@@ -1412,12 +1433,12 @@ fn glu_run<F: Fmt>(
     let cg = Ctx {
         w: g,
         a,
-        out: &gate_out,
+        out: Out::Contiguous(&gate_out),
     };
     let cu = Ctx {
         w: u,
         a,
-        out: &up_out,
+        out: Out::Contiguous(&up_out),
     };
     let nb = act.nb;
     let qs = SyncSlice::new(&mut act.qs);
@@ -1524,7 +1545,33 @@ pub(crate) fn matmul_q32_act(
         return;
     }
     let out = SyncSlice::new(out);
-    let c = Ctx { w, a, out: &out };
+    run_any(path, pool, w, a, Out::Contiguous(&out));
+}
+
+/// [`matmul_q32`] with token `t`'s results in `outs[t]` (`w.rows()` floats each).
+pub(crate) fn matmul_q32_rows(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &Weights,
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+) {
+    debug_assert!(handles(w.ty()) && outs.iter().all(|o| o.len() == w.rows()));
+    let n_tokens = outs.len();
+    if n_tokens == 0 || w.rows() == 0 {
+        return;
+    }
+    let path = Path::for_isa(isa);
+    let outs: Vec<SyncSlice<'_, f32>> = outs.iter_mut().map(|o| SyncSlice::new(o)).collect();
+    with_act(|a| {
+        let off = type_off(w.ty());
+        quantize_acts(path.qpath(), pool, x, n_tokens, w.cols(), off, a);
+        run_any(path, pool, w, a, Out::PerToken(&outs));
+    });
+}
+
+fn run_any(path: Path, pool: &ThreadPool, w: &Weights, a: &ActQ, out: Out<'_>) {
+    let c = Ctx { w, a, out };
     match w.ty() {
         GgmlType::Q4_0 => run::<Q4_0>(path, pool, &c),
         GgmlType::Q4_1 => run::<Q4_1>(path, pool, &c),

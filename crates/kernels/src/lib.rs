@@ -45,7 +45,7 @@ pub use error::KernelError;
 pub use ffn::{ffn_glu, FfnScratch, GatedFfn, Glu};
 pub use gemm_q32::{pack_weights, PackedWeights};
 pub use isa::{with_isa, Isa};
-pub use matmul::{matmul, supported_type_names, Weights};
+pub use matmul::{matmul, matmul_rows, supported_type_names, Weights};
 pub use matmul_many::matmul_many;
 pub use ops::{
     add_inplace, axpy_f16, dot_f16_f32, dot_f32, f16_to_f32, f32_to_f16, geglu, gelu_tanh,

@@ -308,6 +308,57 @@ pub fn matmul(
     matmul_isa(Isa::current(), pool, w, x, n_tokens, out)
 }
 
+/// [`matmul`] with each token's results in a buffer of its own: `outs[t][r] = Σ_c
+/// w[r][c] · x[t * cols + c]`, as [`matmul`] computes them (a decode step writes each
+/// sequence's logits straight into that sequence's buffer instead of copying them there).
+///
+/// Errors (nothing computed) if `x.len() != outs.len() * cols` or some `outs[t].len() !=
+/// rows`.
+pub fn matmul_rows(
+    pool: &ThreadPool,
+    w: &Weights,
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+) -> Result<(), KernelError> {
+    matmul_rows_isa(Isa::current(), pool, w, x, outs)
+}
+
+pub(crate) fn matmul_rows_isa(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &Weights,
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+) -> Result<(), KernelError> {
+    let n_tokens = outs.len();
+    let need_x = n_tokens.saturating_mul(w.cols);
+    if x.len() != need_x {
+        return Err(KernelError::Length {
+            what: "matmul_rows: activations (outputs * cols)",
+            expected: need_x,
+            actual: x.len(),
+        });
+    }
+    if let Some(bad) = outs.iter().find(|o| o.len() != w.rows) {
+        return Err(KernelError::Length {
+            what: "matmul_rows: an output row (rows)",
+            expected: w.rows,
+            actual: bad.len(),
+        });
+    }
+    if crate::gemm_q32::handles(w.ty) {
+        crate::gemm_q32::matmul_q32_rows(isa, pool, w, x, outs);
+        return Ok(());
+    }
+    // Other formats compute into one buffer and copy.
+    let mut all = vec![0.0f32; n_tokens * w.rows];
+    matmul_isa(isa, pool, w, x, n_tokens, &mut all)?;
+    for (o, src) in outs.iter_mut().zip(all.chunks_exact(w.rows.max(1))) {
+        o.copy_from_slice(src);
+    }
+    Ok(())
+}
+
 /// The type names the kernels accept, for error messages and `--help` text.
 pub fn supported_type_names() -> Vec<&'static str> {
     crate::dequant::SUPPORTED_TYPES

@@ -144,3 +144,73 @@ fn weights_and_matmul_errors() {
     crate::matmul(&pool, &w, &[0.0; 128], 2, &mut out).unwrap();
     crate::matmul(&pool, &w, &[], 0, &mut []).unwrap();
 }
+
+/// `matmul_rows` writes exactly what `matmul` does, token by token, for the integer formats
+/// (packed or not) and the others (computed into one buffer and copied), on every ISA.
+#[test]
+fn matmul_rows_matches_matmul() {
+    use crate::gemm_q32::pack_weights_isa;
+    use crate::matmul::matmul_rows_isa;
+    let mut r = rng(91);
+    let pool = ThreadPool::new(2);
+    let (rows, cols) = (70, 256);
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q6_K,
+        GgmlType::F16,
+    ] {
+        let data = quant::quantize(ty, &randv(&mut r, rows * cols, 1.0)).unwrap();
+        let w = Weights::new(ty, &data, rows, cols).unwrap();
+        let packed = pack_weights_isa(crate::Isa::best(), &pool, &[w], &|_| {})
+            .pop()
+            .flatten();
+        let mut ws = vec![w];
+        if let Some(p) = &packed {
+            ws.push(w.with_packed(p).unwrap());
+        }
+        for w in &ws {
+            for n in [1, 3, 8, 9] {
+                let x = randv(&mut r, n * cols, 1.0);
+                for isa in isas() {
+                    let mut want = vec![f32::NAN; n * rows];
+                    matmul_isa(isa, &pool, w, &x, n, &mut want).unwrap();
+                    let mut bufs = vec![vec![f32::NAN; rows]; n];
+                    let mut outs: Vec<&mut [f32]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    matmul_rows_isa(isa, &pool, w, &x, &mut outs).unwrap();
+                    let got: Vec<f32> = bufs.concat();
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{isa} {ty} tokens {n} packed {}",
+                        w.packed().is_some()
+                    );
+                }
+            }
+        }
+    }
+    // Shape errors name the part and compute nothing.
+    let data = quant::quantize(GgmlType::Q8_0, &randv(&mut r, rows * cols, 1.0)).unwrap();
+    let w = Weights::new(GgmlType::Q8_0, &data, rows, cols).unwrap();
+    let x = randv(&mut r, 2 * cols, 1.0);
+    let (mut a, mut b) = (vec![f32::NAN; rows], vec![f32::NAN; rows - 1]);
+    let e = matmul_rows_isa(crate::Isa::current(), &pool, &w, &x, &mut [&mut a, &mut b])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("output row") && e.contains("69"), "{e}");
+    let e = matmul_rows_isa(
+        crate::Isa::current(),
+        &pool,
+        &w,
+        &x[..cols + 1],
+        &mut [&mut a, &mut vec![f32::NAN; rows]],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("activations") && e.contains("257"), "{e}");
+    assert!(a.iter().all(|v| v.is_nan()), "output written on error");
+}
