@@ -1444,9 +1444,14 @@ fn glu_run<F: Fmt>(
     let qs = SyncSlice::new(&mut act.qs);
     let dd = SyncSlice::new(&mut act.dd);
     let bias = SyncSlice::new(&mut act.bias);
+    // Up to 16 tokens' blocks of a tile are quantized as one row: the quantizer reduces 16
+    // blocks at once.
+    const GROUP: usize = 16;
     pool.for_each_guided(rows / TILE, 1, |tiles| {
         let last = tiles.end - 1;
-        let mut h = [0f32; TILE];
+        let mut h = [0f32; GROUP * TILE];
+        let mut hq = [0i8; GROUP * TILE];
+        let (mut hd, mut hb) = ([[0f32; 2]; GROUP], [0i32; GROUP]);
         for tile in tiles {
             let r0 = tile * TILE;
             let next = if tile < last {
@@ -1467,24 +1472,40 @@ fn glu_run<F: Fmt>(
                 );
                 gemm_packed_tile_vnni::<F>(&cu, pu.tile(tile, per_tile), next, r0, TILE);
             }
-            for t in 0..n {
-                // SAFETY: columns `r0..r0 + 32` of every token (and block `tile` of the
-                // activation) belong to this tile's job alone.
-                unsafe {
-                    let gs = &*gate_out.slice_mut(t * rows + r0, TILE);
-                    let us = &*up_out.slice_mut(t * rows + r0, TILE);
+            for t0 in (0..n).step_by(GROUP) {
+                let k = (n - t0).min(GROUP);
+                for j in 0..k {
+                    let t = t0 + j;
+                    // SAFETY: columns `r0..r0 + 32` of every token belong to this tile's job.
+                    let (gs, us) = unsafe {
+                        (
+                            &*gate_out.slice_mut(t * rows + r0, TILE),
+                            &*up_out.slice_mut(t * rows + r0, TILE),
+                        )
+                    };
+                    let hj = &mut h[j * TILE..(j + 1) * TILE];
                     match glu {
-                        crate::Glu::Silu => crate::ops::swiglu_isa(isa, gs, us, &mut h),
-                        crate::Glu::GeluTanh => crate::ops::geglu_isa(isa, gs, us, &mut h),
+                        crate::Glu::Silu => crate::ops::swiglu_isa(isa, gs, us, hj),
+                        crate::Glu::GeluTanh => crate::ops::geglu_isa(isa, gs, us, hj),
                     }
-                    quant_row(
-                        QPath::Avx512,
-                        &h,
-                        qs.slice_mut(t * rows + r0, TILE),
-                        dd.slice_mut(t * nb + tile, 1),
-                        bias.slice_mut(t * nb + tile, 1),
-                        off,
-                    );
+                }
+                quant_row(
+                    QPath::Avx512,
+                    &h[..k * TILE],
+                    &mut hq[..k * TILE],
+                    &mut hd[..k],
+                    &mut hb[..k],
+                    off,
+                );
+                for j in 0..k {
+                    let t = t0 + j;
+                    // SAFETY: block `tile` of every token's activation is this job's alone.
+                    unsafe {
+                        qs.slice_mut(t * rows + r0, TILE)
+                            .copy_from_slice(&hq[j * TILE..(j + 1) * TILE]);
+                        dd.slice_mut(t * nb + tile, 1)[0] = hd[j];
+                        bias.slice_mut(t * nb + tile, 1)[0] = hb[j];
+                    }
                 }
             }
         }

@@ -139,6 +139,91 @@ pub(crate) fn quant_row_scalar(
     }
 }
 
+/// `v` rounded to the nearest f16 (ties to even), back in f32, lane by lane (as
+/// [`round_f16_f16c`]).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn round_f16_x16(v: __m512) -> __m512 {
+    _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v))
+}
+
+/// An exact, associative and commutative fold of two vectors, lane by lane.
+#[cfg(target_arch = "x86_64")]
+trait Fold {
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    unsafe fn fold(a: __m512, b: __m512) -> __m512;
+}
+
+#[cfg(target_arch = "x86_64")]
+struct MaxPs;
+#[cfg(target_arch = "x86_64")]
+impl Fold for MaxPs {
+    #[inline(always)]
+    unsafe fn fold(a: __m512, b: __m512) -> __m512 {
+        _mm512_max_ps(a, b)
+    }
+}
+
+/// 32-bit integer addition on the bits of float vectors.
+#[cfg(target_arch = "x86_64")]
+struct AddI32;
+#[cfg(target_arch = "x86_64")]
+impl Fold for AddI32 {
+    #[inline(always)]
+    unsafe fn fold(a: __m512, b: __m512) -> __m512 {
+        _mm512_castsi512_ps(_mm512_add_epi32(
+            _mm512_castps_si512(a),
+            _mm512_castps_si512(b),
+        ))
+    }
+}
+
+/// Lane `j` of the result is `F` folded over the 16 lanes of `m[j]`. Four levels, each
+/// pairing vectors and halving the lanes a block spans: 15 folds and 30 shuffles for 16
+/// reductions, against 4 folds and 4 shuffles for each one done alone (and no long
+/// dependency chain per block). Plain loops, not closures: a closure would be compiled
+/// without the caller's target features, its intrinsics becoming calls.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn reduce16<F: Fold>(m: &[__m512; 16]) -> __m512 {
+    // 256-bit halves: r1[i] lanes 0..8 fold m[2i], lanes 8..16 fold m[2i+1].
+    let mut r1 = [_mm512_setzero_ps(); 8];
+    for i in 0..8 {
+        let (a, b) = (m[2 * i], m[2 * i + 1]);
+        r1[i] = F::fold(
+            _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+            _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+        );
+    }
+    // 128-bit quarters: quarter k of r2[i] folds block 4i + k.
+    let mut r2 = [_mm512_setzero_ps(); 4];
+    for i in 0..4 {
+        let (c, d) = (r1[2 * i], r1[2 * i + 1]);
+        r2[i] = F::fold(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(c, d),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(c, d),
+        );
+    }
+    // Pairs of lanes: in quarter k of r3[i], lanes 0-1 fold block 8i + k, lanes 2-3 block
+    // 8i + 4 + k.
+    let mut r3 = [_mm512_setzero_ps(); 2];
+    for i in 0..2 {
+        let (e, f) = (r2[2 * i], r2[2 * i + 1]);
+        r3[i] = F::fold(
+            _mm512_shuffle_ps::<0b01_00_01_00>(e, f),
+            _mm512_shuffle_ps::<0b11_10_11_10>(e, f),
+        );
+    }
+    // Single lanes: lane 4k + j holds block 4j + k; transpose to lane = block.
+    let r4 = F::fold(
+        _mm512_shuffle_ps::<0b10_00_10_00>(r3[0], r3[1]),
+        _mm512_shuffle_ps::<0b11_01_11_01>(r3[0], r3[1]),
+    );
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(idx, r4)
+}
+
 /// AVX-512 body for one row (same results as the scalar one).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -151,32 +236,76 @@ unsafe fn quant_row_avx512(
 ) {
     let nb = x.len() / QK;
     let (xp, qp) = (x.as_ptr(), qs.as_mut_ptr());
+    // Groups of 16 blocks (the last one possibly partial): the 16 maxima and the 16 sums
+    // are reduced together and the scales computed as vectors, instead of two horizontal
+    // reductions and two scalar divisions in each block's dependency chain.
+    for b0 in (0..nb).step_by(16) {
+        let kb = (nb - b0).min(16);
+        // SAFETY: `x` and `qs` hold `nb * 32` elements, `dd` and `bias` `nb` (checked by
+        // the caller); blocks `b0..b0 + kb` are in range.
+        quant_group(
+            xp.add(b0 * QK),
+            kb,
+            qp.add(b0 * QK),
+            &mut dd[b0..b0 + kb],
+            &mut bias[b0..b0 + kb],
+            off,
+        );
+    }
+}
+
+/// Quantizes the `kb <= 16` blocks at `px` (block `j` at `px + 32j`) into `qp + 32j`,
+/// `dd[j]` and `bias[j]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn quant_group(
+    px: *const f32,
+    kb: usize,
+    qp: *mut i8,
+    dd: &mut [[f32; 2]],
+    bias: &mut [i32],
+    off: i32,
+) {
     let lo = _mm512_set1_epi32(-127);
     let hi = _mm512_set1_epi32(127);
-    for b in 0..nb {
-        // SAFETY (whole body): `x` and `qs` hold `nb * 32` elements (checked by the caller).
-        let v0 = _mm512_loadu_ps(xp.add(b * QK));
-        let v1 = _mm512_loadu_ps(xp.add(b * QK + 16));
-        let m = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
-        let amax = _mm512_reduce_max_ps(m);
-        let (db, id) = scale_of(amax);
-        let idv = _mm512_set1_ps(id);
-        let q0 = _mm512_min_epi32(
-            _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv)), lo),
-            hi,
-        );
-        let q1 = _mm512_min_epi32(
-            _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv)), lo),
-            hi,
-        );
-        _mm_storeu_si128(qp.add(b * QK) as *mut __m128i, _mm512_cvtepi32_epi8(q0));
-        _mm_storeu_si128(
-            qp.add(b * QK + 16) as *mut __m128i,
-            _mm512_cvtepi32_epi8(q1),
-        );
-        let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        dd[b] = [round_f16_f16c(db), round_f16_f16c(db * sum as f32)];
-        bias[b] = -off * sum;
+    // Blocks past `kb` count as zero (their results are not stored).
+    let mut m = [_mm512_setzero_ps(); 16];
+    for (j, mj) in m.iter_mut().enumerate().take(kb) {
+        let v0 = _mm512_loadu_ps(px.add(j * QK));
+        let v1 = _mm512_loadu_ps(px.add(j * QK + 16));
+        *mj = _mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1));
+    }
+    let amax = reduce16::<MaxPs>(&m);
+    let d = _mm512_div_ps(amax, _mm512_set1_ps(127.0));
+    let nonzero = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(amax, _mm512_setzero_ps());
+    let id = _mm512_maskz_div_ps(nonzero, _mm512_set1_ps(127.0), amax);
+    let mut ids = [0f32; 16];
+    _mm512_storeu_ps(ids.as_mut_ptr(), id);
+    let mut sums = [_mm512_setzero_ps(); 16];
+    for (j, sj) in sums.iter_mut().enumerate().take(kb) {
+        let idv = _mm512_set1_ps(ids[j]);
+        let v0 = _mm512_loadu_ps(px.add(j * QK));
+        let v1 = _mm512_loadu_ps(px.add(j * QK + 16));
+        let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+        let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        let q0 = _mm512_min_epi32(_mm512_max_epi32(q0, lo), hi);
+        let q1 = _mm512_min_epi32(_mm512_max_epi32(q1, lo), hi);
+        let qb = qp.add(j * QK);
+        _mm_storeu_si128(qb as *mut __m128i, _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128(qb.add(16) as *mut __m128i, _mm512_cvtepi32_epi8(q1));
+        *sj = _mm512_castsi512_ps(_mm512_add_epi32(q0, q1));
+    }
+    let sum = _mm512_castps_si512(reduce16::<AddI32>(&sums));
+    let d16 = round_f16_x16(d);
+    let ds16 = round_f16_x16(_mm512_mul_ps(d, _mm512_cvtepi32_ps(sum)));
+    let bias16 = _mm512_mullo_epi32(sum, _mm512_set1_epi32(-off));
+    let (mut dv, mut dsv, mut bv) = ([0f32; 16], [0f32; 16], [0i32; 16]);
+    _mm512_storeu_ps(dv.as_mut_ptr(), d16);
+    _mm512_storeu_ps(dsv.as_mut_ptr(), ds16);
+    _mm512_storeu_si512(bv.as_mut_ptr() as *mut _, bias16);
+    for j in 0..kb {
+        dd[j] = [dv[j], dsv[j]];
+        bias[j] = bv[j];
     }
 }
 

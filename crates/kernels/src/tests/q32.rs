@@ -41,7 +41,7 @@ fn qpaths() -> Vec<QPath> {
 fn activation_quantization_identical_on_every_path() {
     let mut r = rng(31);
     let pool = ThreadPool::new(3);
-    for (n_tokens, cols) in [(1, 32), (3, 640), (17, 576), (40, 64)] {
+    for (n_tokens, cols) in [(1, 32), (3, 640), (17, 576), (40, 64), (2, 1536), (1, 512)] {
         let mut x = randv(&mut r, n_tokens * cols, 3.0);
         // Awkward blocks: all zero, one huge value, ties at .5 steps.
         x[..32].fill(0.0);
