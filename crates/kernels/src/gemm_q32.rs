@@ -1604,6 +1604,105 @@ pub(crate) fn matmul_q32_rows(
     });
 }
 
+/// Whether [`matmul_packed_many`] can run `ws` on `path`: all packed for it, with one
+/// activation offset (one quantization of the input serves them all).
+pub(crate) fn packed_many_fits(path: Path, ws: &[&Weights]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        path == Path::Vnni512
+            && ws.iter().all(|w| handles(w.ty()) && w.packed().is_some())
+            && ws
+                .windows(2)
+                .all(|p| type_off(p[0].ty()) == type_off(p[1].ty()))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (path, ws);
+        false
+    }
+}
+
+/// The products of several packed matrices with the same activations `a` as one parallel
+/// job over all their tiles (callers check [`packed_many_fits`]): Q, K and V cost one
+/// dispatch and one end-of-job wait instead of three, and each thread's last tile of one
+/// matrix prefetches its first of the next. SmolLM2's K and V are 6 tiles each, so with 8
+/// sequences the wait for the slower thread (up to a tile, ~2 us) was paid three times a
+/// layer.
+pub(crate) fn matmul_packed_many(
+    pool: &ThreadPool,
+    ws: &[&Weights],
+    a: &ActQ,
+    outs: &mut [&mut [f32]],
+) {
+    debug_assert!(ws.len() == outs.len() && ws.iter().all(|w| w.cols() == a.cols));
+    if a.n_tokens == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let outs: Vec<SyncSlice<'_, f32>> = outs.iter_mut().map(|o| SyncSlice::new(o)).collect();
+        let ctxs: Vec<Ctx<'_, '_>> = ws
+            .iter()
+            .zip(&outs)
+            .map(|(w, o)| Ctx {
+                w,
+                a,
+                out: Out::Contiguous(o),
+            })
+            .collect();
+        // Tile `i` of the combined index space is tile `i - first[m]` of matrix `m`.
+        let mut first = Vec::with_capacity(ws.len() + 1);
+        let mut total = 0;
+        for w in ws {
+            first.push(total);
+            total += w.rows().div_ceil(TILE);
+        }
+        first.push(total);
+        let locate = |i: usize| {
+            let m = first.partition_point(|&f| f <= i) - 1;
+            (m, i - first[m])
+        };
+        let tile_ptr = |m: usize, t: usize| {
+            let w = ws[m];
+            let per_tile = a.nb * lines_per_block_of(w.ty());
+            w.packed()
+                .expect("checked by packed_many_fits")
+                .tile(t, per_tile)
+        };
+        pool.for_each_guided(total, 1, |tiles| {
+            let last = tiles.end - 1;
+            for i in tiles {
+                let (m, t) = locate(i);
+                let next = if i < last {
+                    let (nm, nt) = locate(i + 1);
+                    tile_ptr(nm, nt)
+                } else {
+                    std::ptr::null()
+                };
+                let c = &ctxs[m];
+                let r0 = t * TILE;
+                let nr = TILE.min(c.w.rows() - r0);
+                let buf = tile_ptr(m, t);
+                // SAFETY: `packed_many_fits` chose `Path::Vnni512`, which needs these CPU
+                // features; `Weights::with_packed` checked each packing; each (matrix,
+                // tile) is handed out once.
+                unsafe {
+                    match c.w.ty() {
+                        GgmlType::Q4_0 => gemm_packed_tile_vnni::<Q4_0>(c, buf, next, r0, nr),
+                        GgmlType::Q4_1 => gemm_packed_tile_vnni::<Q4_1>(c, buf, next, r0, nr),
+                        GgmlType::Q5_0 => gemm_packed_tile_vnni::<Q5_0>(c, buf, next, r0, nr),
+                        GgmlType::Q5_1 => gemm_packed_tile_vnni::<Q5_1>(c, buf, next, r0, nr),
+                        GgmlType::Q8_0 => gemm_packed_tile_vnni::<Q8_0>(c, buf, next, r0, nr),
+                        _ => unreachable!("matmul_packed_many: unsupported type"),
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("matmul_packed_many: no packed kernels on this architecture");
+}
+
 fn run_any(path: Path, pool: &ThreadPool, w: &Weights, a: &ActQ, out: Out<'_>) {
     let c = Ctx { w, a, out };
     match w.ty() {

@@ -103,6 +103,24 @@ pub(crate) fn matmul_many_isa(
             .map(|&i| type_off(ws[i].ty()))
             .find(|&o| o != 0)
             .unwrap_or(0);
+        let wq: Vec<&Weights> = q32.iter().map(|&i| ws[i]).collect();
+        if gemm_q32::packed_many_fits(path, &wq) {
+            let mut qouts: Vec<&mut [f32]> = Vec::with_capacity(q32.len());
+            for (i, o) in outs.iter_mut().enumerate() {
+                if q32.contains(&i) {
+                    qouts.push(o);
+                }
+            }
+            // `qouts` is in output order; put the weights in the same order.
+            let mut order = q32.clone();
+            order.sort_unstable();
+            let wq: Vec<&Weights> = order.iter().map(|&i| ws[i]).collect();
+            with_act(|a| {
+                quantize_acts(path.qpath(), pool, x, n_tokens, cols, off, a);
+                gemm_q32::matmul_packed_many(pool, &wq, a, &mut qouts);
+            });
+            return Ok(());
+        }
         with_act(|a| {
             quantize_acts(path.qpath(), pool, x, n_tokens, cols, off, a);
             for &i in &q32 {
