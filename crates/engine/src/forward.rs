@@ -183,7 +183,16 @@ struct SeqView<'a> {
     first_logit_row: usize,
 }
 
-/// Stores every sequence's new keys and values, then runs its attention over its own cache.
+/// What each sequence's rows of Q and K go through before attention: per-head RMS norms
+/// (Gemma 3) and RoPE. Row-wise, so each sequence's job does its own rows in parallel.
+struct PreAttention<'a> {
+    q_norm: Option<&'a [f32]>,
+    k_norm: Option<&'a [f32]>,
+    angles: &'a kernels::RopeAngles,
+}
+
+/// Normalises and rotates each sequence's new queries and keys, stores its keys and values,
+/// then runs its attention over its own cache.
 /// Sequences that decode (a few rows each) are spread over the pool one whole sequence per
 /// job, longest context first: one dispatch per layer instead of one per sequence, no
 /// split-K partials to combine, and the cache writes (cold lines) done in parallel too. A
@@ -194,9 +203,10 @@ fn store_and_attend(
     hp: &HParams,
     il: usize,
     window: Option<usize>,
+    pre: &PreAttention<'_>,
     seqs: &mut [SeqView<'_>],
-    q: &[f32],
-    k: &[f32],
+    q: &mut [f32],
+    k: &mut [f32],
     v: &[f32],
     attn: &mut [f32],
 ) -> Result<(), EngineError> {
@@ -210,20 +220,31 @@ fn store_and_attend(
     // Each sequence's rows, split once for both ways of running.
     let mut parts = Vec::with_capacity(seqs.len());
     let (mut q_rest, mut k_rest, mut v_rest, mut out_rest) = (q, k, v, attn);
+    let mut row0 = 0;
     for seq in seqs.iter_mut() {
         let n = seq.tokens.len();
-        let (q_mine, q_tail) = q_rest.split_at(n * qd);
-        let (k_mine, k_tail) = k_rest.split_at(n * kvd);
+        let (q_mine, q_tail) = q_rest.split_at_mut(n * qd);
+        let (k_mine, k_tail) = k_rest.split_at_mut(n * kvd);
         let (v_mine, v_tail) = v_rest.split_at(n * kvd);
         let (out_mine, out_tail) = out_rest.split_at_mut(n * qd);
         parts.push(std::sync::Mutex::new((
-            seq, q_mine, k_mine, v_mine, out_mine,
+            seq, row0, q_mine, k_mine, v_mine, out_mine,
         )));
         (q_rest, k_rest, v_rest, out_rest) = (q_tail, k_tail, v_tail, out_tail);
+        row0 += n;
     }
+    let hd = hp.head_dim;
     let attend = |i: usize| {
         let mut part = parts[i].lock().unwrap_or_else(|e| e.into_inner());
-        let (seq, q, k, v, out) = &mut *part;
+        let (seq, row0, q, k, v, out) = &mut *part;
+        if let Some(w) = pre.q_norm {
+            rms_norm_rows_inplace(q, w, hp.rms_eps, hd);
+        }
+        if let Some(w) = pre.k_norm {
+            rms_norm_rows_inplace(k, w, hp.rms_eps, hd);
+        }
+        kernels::rope_apply_from(q, pre.angles, *row0, hp.n_head, hd)?;
+        kernels::rope_apply_from(k, pre.angles, *row0, hp.n_head_kv, hd)?;
         let (pos0, n) = (seq.pos0, seq.tokens.len());
         seq.kv.store(il, pos0, k, v);
         seq.kv.attention(pool, hp, il, q, n, pos0, window, out)
@@ -262,7 +283,7 @@ fn forward_seqs(
 ) -> Result<usize, EngineError> {
     let hp = &model.hp;
     let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
-    let (d, qd, kvd, ff, hd) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff, hp.head_dim);
+    let (d, qd, kvd, ff) = (hp.n_embd, hp.q_dim(), hp.kv_dim(), hp.n_ff);
     s.positions.clear();
     for q in seqs.iter() {
         s.positions
@@ -299,12 +320,6 @@ fn forward_seqs(
         add_bias(q, layer.bq.as_deref());
         add_bias(k, layer.bk.as_deref());
         add_bias(v, layer.bv.as_deref());
-        if let Some(w) = &layer.q_norm {
-            rms_norm_rows_inplace(q, w, hp.rms_eps, hd);
-        }
-        if let Some(w) = &layer.k_norm {
-            rms_norm_rows_inplace(k, w, hp.rms_eps, hd);
-        }
         let rope = kernels::RopeConfig {
             n_rot: hp.n_rot,
             freq_base: la.rope_base,
@@ -319,10 +334,13 @@ fn forward_seqs(
                 s.rope.last().expect("just pushed")
             }
         };
-        kernels::rope_apply(q, angles, hp.n_head, hd)?;
-        kernels::rope_apply(k, angles, hp.n_head_kv, hd)?;
         let attn = grow(&mut s.attn, n * qd);
-        store_and_attend(pool, hp, il, la.window, seqs, q, k, v, attn)?;
+        let pre = PreAttention {
+            q_norm: layer.q_norm.as_deref(),
+            k_norm: layer.k_norm.as_deref(),
+            angles,
+        };
+        store_and_attend(pool, hp, il, la.window, &pre, seqs, q, k, v, attn)?;
         let proj = grow(&mut s.proj, n * d);
         kernels::matmul(pool, &model.weights(&layer.wo)?, attn, n, proj)?;
         if let Some(w) = &layer.post_attn_norm {

@@ -53,7 +53,7 @@ pub use ops::{
     silu_inplace, softmax_inplace, swiglu,
 };
 pub use pool::{ThreadPool, DEFAULT_SPIN};
-pub use rope::{rope_apply, rope_inplace, RopeAngles, RopeConfig, RopeStyle};
+pub use rope::{rope_apply, rope_apply_from, rope_inplace, RopeAngles, RopeConfig, RopeStyle};
 pub use sampling::{argmax, top_k};
 
 #[cfg(test)]

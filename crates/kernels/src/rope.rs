@@ -160,6 +160,15 @@ impl RopeAngles {
     }
 }
 
+fn check_rot(n_rot: usize, head_dim: usize) -> Result<(), KernelError> {
+    if n_rot > head_dim {
+        return Err(KernelError::InvalidShape(format!(
+            "rope: n_rot {n_rot} must be even, non-zero and <= head_dim {head_dim}"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn rope_apply_isa(
     isa: Isa,
     x: &mut [f32],
@@ -167,15 +176,9 @@ pub(crate) fn rope_apply_isa(
     n_heads: usize,
     head_dim: usize,
 ) -> Result<(), KernelError> {
-    let cfg = &angles.cfg;
-    let n_rot = cfg.n_rot;
-    if n_rot > head_dim {
-        return Err(KernelError::InvalidShape(format!(
-            "rope: n_rot {n_rot} must be even, non-zero and <= head_dim {head_dim}"
-        )));
-    }
+    check_rot(angles.cfg.n_rot, head_dim)?;
     let per_token = n_heads * head_dim;
-    let n_pos = angles.per_pos.len() / (3 * n_rot);
+    let n_pos = angles.per_pos.len() / (3 * angles.cfg.n_rot);
     let expected = n_pos.checked_mul(per_token);
     if expected != Some(x.len()) {
         return Err(KernelError::Length {
@@ -184,13 +187,38 @@ pub(crate) fn rope_apply_isa(
             actual: x.len(),
         });
     }
+    rope_apply_from_isa(isa, x, angles, 0, n_heads, head_dim)
+}
+
+pub(crate) fn rope_apply_from_isa(
+    isa: Isa,
+    x: &mut [f32],
+    angles: &RopeAngles,
+    first: usize,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<(), KernelError> {
+    let cfg = &angles.cfg;
+    let n_rot = cfg.n_rot;
+    check_rot(n_rot, head_dim)?;
+    let per_token = n_heads * head_dim;
     if per_token == 0 {
         return Ok(());
+    }
+    let n_pos = angles.per_pos.len() / (3 * n_rot);
+    let n_tok = x.len() / per_token;
+    if !x.len().is_multiple_of(per_token) || first.checked_add(n_tok).is_none_or(|end| end > n_pos)
+    {
+        return Err(KernelError::Length {
+            what: "rope: x (whole rows of n_heads * head_dim, within the angles' positions)",
+            expected: n_pos.saturating_sub(first) * per_token,
+            actual: x.len(),
+        });
     }
     let neox = cfg.style == RopeStyle::Neox;
     for (tok, buf) in x
         .chunks_exact_mut(per_token)
-        .zip(angles.per_pos.chunks_exact(3 * n_rot))
+        .zip(angles.per_pos.chunks_exact(3 * n_rot).skip(first))
     {
         let (cs, table) = buf.split_at(n_rot);
         dispatch!(
@@ -247,4 +275,18 @@ pub fn rope_apply(
     head_dim: usize,
 ) -> Result<(), KernelError> {
     rope_apply_isa(Isa::current(), x, angles, n_heads, head_dim)
+}
+
+/// [`rope_apply`] on the rows of positions `first..first + n` of the angles' batch, `x`
+/// holding those `n` rows (`[n][n_heads][head_dim]`): one sequence's queries or keys of a
+/// batch, rotated in that sequence's own job. Errors if `n_rot > head_dim`, or `x` is not
+/// whole rows or reaches past the angles' positions.
+pub fn rope_apply_from(
+    x: &mut [f32],
+    angles: &RopeAngles,
+    first: usize,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<(), KernelError> {
+    rope_apply_from_isa(Isa::current(), x, angles, first, n_heads, head_dim)
 }

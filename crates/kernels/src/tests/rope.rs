@@ -178,3 +178,34 @@ fn precomputed_angles_match_rope_inplace() {
         Err(KernelError::InvalidShape(_))
     ));
 }
+
+/// Rows `first..first + n` of a batch's angles rotate a sub-batch exactly as `rope_inplace`
+/// with those positions; rows past the angles' positions, or partial rows, are refused.
+#[test]
+fn angles_applied_from_a_row_match_rope_inplace() {
+    let mut r = rng(34);
+    for style in [RopeStyle::Normal, RopeStyle::Neox] {
+        let c = cfg(64, style);
+        let positions = [3u32, 9, 250, 7, 1];
+        let angles = crate::RopeAngles::new(&c, &positions).unwrap();
+        for (first, n) in [(0, 5), (1, 2), (4, 1), (2, 3)] {
+            let x0 = randv(&mut r, n * 3 * 64, 2.0);
+            let mut want = x0.clone();
+            rope_inplace(&mut want, &positions[first..first + n], 3, 64, &c).unwrap();
+            let mut got = x0;
+            crate::rope_apply_from(&mut got, &angles, first, 3, 64).unwrap();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{style:?} rows {first}..{}",
+                first + n
+            );
+        }
+        let mut two = vec![0.0; 2 * 64];
+        let e = crate::rope_apply_from(&mut two, &angles, 4, 1, 64).unwrap_err();
+        assert!(matches!(e, KernelError::Length { .. }), "{e}");
+        let mut partial = vec![0.0; 64 + 5];
+        assert!(crate::rope_apply_from(&mut partial, &angles, 0, 1, 64).is_err());
+        assert!(crate::rope_apply_from(&mut two, &angles, usize::MAX, 1, 64).is_err());
+    }
+}
