@@ -14,15 +14,18 @@ fn main() {
         .unwrap_or(1);
     let pool = ThreadPool::new(threads);
     let mut rnd = common::uniform(1);
-    // Streaming: ~64 MB of Q4_1 matrices in turn, as a decode step reads a model's layers.
-    {
-        let (rows, cols, count) = (1536usize, 576usize, 120usize);
+    // Streaming: ~64 MB of Q4_1 matrices in turn, as a decode step reads a model's layers,
+    // and a 30 MB Q8_0 output projection (SmolLM2's).
+    for (ty, rows, cols, count) in [
+        (GgmlType::Q4_1, 1536usize, 576usize, 120usize),
+        (GgmlType::Q8_0, 49152, 576, 1),
+    ] {
         let f: Vec<f32> = (0..rows * cols).map(|_| rnd()).collect();
-        let data = quant::quantize(GgmlType::Q4_1, &f).expect("quantize");
+        let data = quant::quantize(ty, &f).expect("quantize");
         let copies: Vec<Vec<u8>> = (0..count).map(|_| data.clone()).collect();
         let ws: Vec<Weights> = copies
             .iter()
-            .map(|d| Weights::new(GgmlType::Q4_1, d, rows, cols).expect("weights"))
+            .map(|d| Weights::new(ty, d, rows, cols).expect("weights"))
             .collect();
         let packed = pack_weights(&pool, &ws, &|_| {});
         let wps: Vec<Weights> = ws
@@ -43,7 +46,7 @@ fn main() {
             });
             let bytes = (count * data.len()) as f64;
             println!(
-                "stream {count} x Q4_1 {rows}x{cols} tokens {n}: {:7.2} ms  {:5.1} GB/s",
+                "stream {count} x {ty} {rows}x{cols} tokens {n}: {:7.2} ms  {:5.1} GB/s",
                 best * 1e3,
                 bytes / best / 1e9
             );

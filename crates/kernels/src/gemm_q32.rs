@@ -821,6 +821,7 @@ unsafe fn gemm_micro<F: Fmt, const T: usize, const PF_L2: bool>(
     c: &Ctx,
     buf: *const Line,
     pf: *const Line,
+    pf_per_block: usize,
     r0: usize,
     nr: usize,
     t0: usize,
@@ -833,11 +834,12 @@ unsafe fn gemm_micro<F: Fmt, const T: usize, const PF_L2: bool>(
     let mut facc = [[_mm512_setzero_ps(); T]; 2];
     for b in 0..nb {
         let lines = buf.add(b * lpb);
-        for k in 0..lpb {
+        for k in 0..pf_per_block {
+            let line = pf.wrapping_add(b * pf_per_block + k) as *const i8;
             if PF_L2 {
-                _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(b * lpb + k) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(line);
             } else {
-                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(b * lpb + k) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(line);
             }
         }
         let mut iacc = [[_mm512_setzero_si512(); T]; 2];
@@ -923,24 +925,28 @@ unsafe fn gemm_packed_tile_vnni<F: Fmt>(
     let mut t = 0;
     let mut pass = 0;
     while t < n {
-        // The next tile goes to L2 only: with a large tile (a Q8_0 output projection's is
-        // 19.6 KiB, a Q4_1 down projection's 30 KiB) both would not fit L1's 48 KiB, and the
-        // next tile's lines evicted the current one's before its last pass. The first pass
-        // over the next tile pulls it into L1 a little ahead. SmolLM2, 8 sequences: output
-        // projection 0.95-1.03 ms against 1.03-1.29 a step.
-        if pass > 0 && pass + 1 == n_pass && !next.is_null() {
+        // With several passes, each fetches its share of the next tile into L2 (not L1:
+        // a large tile, 19.6 KiB for a Q8_0 output projection and 30 KiB for a Q4_1 down
+        // projection, would not fit L1's 48 KiB next to the current one). Spread over all
+        // passes the next tile's reads keep memory busy the whole time; fetched in the last
+        // pass only, memory idled through the others. A single pass streams its own tile,
+        // a little ahead into L1.
+        let lpb = lines_per_block::<F>();
+        if n_pass > 1 && !next.is_null() {
+            let share = lpb.div_ceil(n_pass);
+            let pf = next.wrapping_add(pass * c.a.nb * share);
             match (n - t).min(TT) {
-                4 => gemm_micro::<F, 4, true>(c, buf, next, r0, nr, t),
-                3 => gemm_micro::<F, 3, true>(c, buf, next, r0, nr, t),
-                2 => gemm_micro::<F, 2, true>(c, buf, next, r0, nr, t),
-                _ => gemm_micro::<F, 1, true>(c, buf, next, r0, nr, t),
+                4 => gemm_micro::<F, 4, true>(c, buf, pf, share, r0, nr, t),
+                3 => gemm_micro::<F, 3, true>(c, buf, pf, share, r0, nr, t),
+                2 => gemm_micro::<F, 2, true>(c, buf, pf, share, r0, nr, t),
+                _ => gemm_micro::<F, 1, true>(c, buf, pf, share, r0, nr, t),
             }
         } else {
             match (n - t).min(TT) {
-                4 => gemm_micro::<F, 4, false>(c, buf, ahead, r0, nr, t),
-                3 => gemm_micro::<F, 3, false>(c, buf, ahead, r0, nr, t),
-                2 => gemm_micro::<F, 2, false>(c, buf, ahead, r0, nr, t),
-                _ => gemm_micro::<F, 1, false>(c, buf, ahead, r0, nr, t),
+                4 => gemm_micro::<F, 4, false>(c, buf, ahead, lpb, r0, nr, t),
+                3 => gemm_micro::<F, 3, false>(c, buf, ahead, lpb, r0, nr, t),
+                2 => gemm_micro::<F, 2, false>(c, buf, ahead, lpb, r0, nr, t),
+                _ => gemm_micro::<F, 1, false>(c, buf, ahead, lpb, r0, nr, t),
             }
         }
         t += TT;
