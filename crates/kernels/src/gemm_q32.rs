@@ -932,8 +932,9 @@ unsafe fn gemm_packed_tile_vnni<F: Fmt>(
         // pass only, memory idled through the others. A single pass streams its own tile,
         // a little ahead into L1.
         let lpb = lines_per_block::<F>();
-        if n_pass > 1 && !next.is_null() {
-            let share = lpb.div_ceil(n_pass);
+        let share = lpb.div_ceil(n_pass);
+        // With many passes (a prompt) the first few cover the next tile; the rest fetch none.
+        if n_pass > 1 && !next.is_null() && pass * share < lpb {
             let pf = next.wrapping_add(pass * c.a.nb * share);
             match (n - t).min(TT) {
                 4 => gemm_micro::<F, 4, true>(c, buf, pf, share, r0, nr, t),
