@@ -110,10 +110,14 @@ impl Session {
         self.kv.bytes()
     }
 
-    /// Touches every page of the KV cache now rather than as positions fill (see
-    /// [`KvCache::prefault`]).
-    pub fn prefault_kv(&mut self) {
+    /// Touches every page of the KV cache (see [`KvCache::prefault`]) and of a logits row
+    /// now, rather than as positions fill and at the first forward pass.
+    pub fn prefault(&mut self) {
         self.kv.prefault();
+        let n_vocab = self.model.hp.n_vocab;
+        if self.logits.len() < n_vocab {
+            self.logits.resize(n_vocab, 0.0);
+        }
     }
 
     /// The logits of the last [`Session::forward`] call (`n_vocab` per requested position).

@@ -255,10 +255,10 @@ impl Scheduler {
 
     /// Serves jobs until the channel closes and every admitted sequence has finished.
     pub fn run(mut self, rx: Receiver<Job>) {
-        // Fault the KV memory in now (requests wait in the channel meanwhile): a page fault
-        // inside a decode step stalls every sequence of the step.
+        // Fault the KV memory and logits rows in now (requests wait in the channel meanwhile):
+        // a page fault inside a decode step stalls every sequence of the step.
         for slot in &mut self.slots {
-            slot.session.prefault_kv();
+            slot.session.prefault();
         }
         let mut open = true;
         loop {
