@@ -2,7 +2,7 @@
 //! activation, `matmul` of down): bit-identical on every ISA, fused (packed weights) or not,
 //! and shape errors that compute nothing.
 
-use super::{isas, randv, rng};
+use super::{isas, randv, rng, same_bits};
 use crate::ffn::ffn_glu_isa;
 use crate::gemm_q32::{glu_fusable, pack_weights_isa, Path};
 use crate::matmul::matmul_isa;
@@ -100,10 +100,7 @@ fn ffn_glu_matches_the_three_steps_bit_for_bit() {
                         }
                         let want = three_steps(isa, &pool, set, glu, &x, n);
                         let got = fused(isa, &pool, set, glu, &x, n).unwrap();
-                        let same = got
-                            .iter()
-                            .zip(&want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        let same = same_bits(&got, &want);
                         assert!(
                             same,
                             "{isa} {gt}/{dt} {glu:?} tokens {n}: {got:?} vs {want:?}"

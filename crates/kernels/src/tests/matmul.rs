@@ -1,5 +1,5 @@
 use super::dequant::{random_row, test_cols};
-use super::{isas, randv, rng};
+use super::{isas, randv, rng, same_bits};
 use crate::matmul::matmul_isa;
 use crate::{KernelError, ThreadPool, Weights, SUPPORTED_TYPES};
 use quant::GgmlType;
@@ -180,10 +180,7 @@ fn matmul_rows_matches_matmul() {
                     let mut outs: Vec<&mut [f32]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
                     matmul_rows_isa(isa, &pool, w, &x, &mut outs).unwrap();
                     let got: Vec<f32> = bufs.concat();
-                    let same = got
-                        .iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    let same = same_bits(&got, &want);
                     assert!(
                         same,
                         "{isa} {ty} tokens {n} packed {}",

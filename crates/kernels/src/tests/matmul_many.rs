@@ -1,7 +1,7 @@
 //! `matmul_many` (activations quantized once per format) against separate `matmul` calls:
 //! identical results on every ISA, for mixed weight types sharing one input.
 
-use super::{isas, randv, rng};
+use super::{isas, randv, rng, same_bits};
 use crate::matmul::matmul_isa;
 use crate::matmul_many::matmul_many_isa;
 use crate::{KernelError, ThreadPool, Weights};
@@ -53,10 +53,7 @@ fn matmul_many_matches_separate_matmuls() {
                 for (w, got) in wr.iter().zip(&bufs) {
                     let mut want = vec![f32::NAN; n_tokens * w.rows()];
                     matmul_isa(isa, &pool, w, &x, n_tokens, &mut want).unwrap();
-                    let same = got
-                        .iter()
-                        .zip(&want)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    let same = same_bits(got, &want);
                     assert!(same, "{isa} {} tokens {n_tokens} sel {sel:?}", w.ty());
                 }
             }
@@ -149,10 +146,7 @@ fn packed_matrices_in_one_job_match_separate_matmuls() {
             for (w, got) in wr.iter().zip(&bufs) {
                 let mut want = vec![f32::NAN; n_tokens * w.rows()];
                 matmul_isa(isa, &pool, w, &x, n_tokens, &mut want).unwrap();
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                let same = same_bits(got, &want);
                 assert!(same, "{} tokens {n_tokens} sel {sel:?}", w.ty());
             }
         }

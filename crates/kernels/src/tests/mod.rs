@@ -30,6 +30,11 @@ pub(crate) fn isas() -> Vec<crate::Isa> {
     crate::Isa::supported()
 }
 
+/// The two results are the same floats, bit for bit (and the same length).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 /// |a - b| <= tol, element-wise, with a helpful message.
 #[track_caller]
 pub(crate) fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
