@@ -903,9 +903,9 @@ unsafe fn gemm_micro<F: Fmt, const T: usize, const PF_L2: bool>(
 
 /// Every token times the packed tile at `buf` (rows `r0..r0 + nr`), 4 tokens per pass over
 /// the tile. The first pass streams the tile from memory (prefetching a little ahead: the
-/// hardware prefetcher stops at every 4 KiB page); a later pass finds it in L1 and is
-/// compute-bound, so it prefetches `next` (the tile this thread takes next, or null; into L2) to keep
-/// memory busy meanwhile.
+/// hardware prefetcher stops at every 4 KiB page); later passes find it in L1 and are
+/// compute-bound, so they prefetch `next` (the tile this thread takes next, or null; into L2)
+/// to keep memory busy meanwhile.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; `buf` holds the tile's
