@@ -1406,114 +1406,95 @@ pub(crate) fn glu_packed(
     if a.n_tokens == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    match g.ty() {
-        GgmlType::Q4_0 => glu_run::<Q4_0>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
-        GgmlType::Q4_1 => glu_run::<Q4_1>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
-        GgmlType::Q5_0 => glu_run::<Q5_0>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
-        GgmlType::Q5_1 => glu_run::<Q5_1>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
-        GgmlType::Q8_0 => glu_run::<Q8_0>(isa, pool, g, u, a, glu, gate_out, up_out, act, off),
-        _ => unreachable!("glu_packed: unsupported type"),
-    }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (isa, pool, glu, off);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn glu_run<F: Fmt>(
-    isa: Isa,
-    pool: &ThreadPool,
-    g: &Weights,
-    u: &Weights,
-    a: &ActQ,
-    glu: crate::Glu,
-    gate_out: &mut [f32],
-    up_out: &mut [f32],
-    act: &mut ActQ,
-    off: i32,
-) {
-    const { assert!(TILE == QK) };
-    let (rows, n) = (g.rows(), a.n_tokens);
-    let (pg, pu) = (
-        g.packed().expect("checked by glu_fusable"),
-        u.packed().expect("checked by glu_fusable"),
-    );
-    let per_tile = a.nb * lines_per_block::<F>();
-    let (gate_out, up_out) = (SyncSlice::new(gate_out), SyncSlice::new(up_out));
-    let cg = Ctx {
-        w: g,
-        a,
-        out: Out::Contiguous(&gate_out),
-    };
-    let cu = Ctx {
-        w: u,
-        a,
-        out: Out::Contiguous(&up_out),
-    };
-    let nb = act.nb;
-    let qs = SyncSlice::new(&mut act.qs);
-    let dd = SyncSlice::new(&mut act.dd);
-    let bias = SyncSlice::new(&mut act.bias);
-    // Up to 16 tokens' blocks of a tile are quantized as one row: the quantizer reduces 16
-    // blocks at once.
-    const GROUP: usize = 16;
-    for_each_tile_guided(pool, rows / TILE, |tile, next| {
-        let mut h = [0f32; GROUP * TILE];
-        let mut hq = [0i8; GROUP * TILE];
-        let (mut hd, mut hb) = ([[0f32; 2]; GROUP], [0i32; GROUP]);
-        let r0 = tile * TILE;
-        let next = next.map_or(std::ptr::null(), |t| pg.tile(t, per_tile));
-        // SAFETY: `glu_fusable` chose `Path::Vnni512`, which needs these CPU features, and
-        // `Weights::with_packed` checked the packings; each tile is one job's rows, and
-        // the gate pass prefetches the up tile it reads next.
-        unsafe {
-            gemm_packed_tile_vnni::<F>(
-                &cg,
-                pg.tile(tile, per_tile),
-                pu.tile(tile, per_tile),
-                r0,
-                TILE,
-            );
-            gemm_packed_tile_vnni::<F>(&cu, pu.tile(tile, per_tile), next, r0, TILE);
-        }
-        for t0 in (0..n).step_by(GROUP) {
-            let k = (n - t0).min(GROUP);
-            for j in 0..k {
-                let t = t0 + j;
-                // SAFETY: columns `r0..r0 + 32` of every token belong to this tile's job.
-                let (gs, us) = unsafe {
-                    (
-                        &*gate_out.slice_mut(t * rows + r0, TILE),
-                        &*up_out.slice_mut(t * rows + r0, TILE),
-                    )
-                };
-                let hj = &mut h[j * TILE..(j + 1) * TILE];
-                match glu {
-                    crate::Glu::Silu => crate::ops::swiglu_isa(isa, gs, us, hj),
-                    crate::Glu::GeluTanh => crate::ops::geglu_isa(isa, gs, us, hj),
+    {
+        let _ = (isa, pool, glu, off);
+        unreachable!("glu_packed: no packed kernels on this architecture");
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        const { assert!(TILE == QK) };
+        let (rows, n) = (g.rows(), a.n_tokens);
+        let (pg, pu) = (
+            g.packed().expect("checked by glu_fusable"),
+            u.packed().expect("checked by glu_fusable"),
+        );
+        let per_tile = a.nb * lines_per_block_of(g.ty());
+        let (gate_out, up_out) = (SyncSlice::new(gate_out), SyncSlice::new(up_out));
+        let cg = Ctx {
+            w: g,
+            a,
+            out: Out::Contiguous(&gate_out),
+        };
+        let cu = Ctx {
+            w: u,
+            a,
+            out: Out::Contiguous(&up_out),
+        };
+        let nb = act.nb;
+        let qs = SyncSlice::new(&mut act.qs);
+        let dd = SyncSlice::new(&mut act.dd);
+        let bias = SyncSlice::new(&mut act.bias);
+        // Up to 16 tokens' blocks of a tile are quantized as one row: the quantizer reduces 16
+        // blocks at once.
+        const GROUP: usize = 16;
+        for_each_tile_guided(pool, rows / TILE, |tile, next| {
+            let mut h = [0f32; GROUP * TILE];
+            let mut hq = [0i8; GROUP * TILE];
+            let (mut hd, mut hb) = ([[0f32; 2]; GROUP], [0i32; GROUP]);
+            let r0 = tile * TILE;
+            let next = next.map_or(std::ptr::null(), |t| pg.tile(t, per_tile));
+            // SAFETY: `glu_fusable` chose `Path::Vnni512`, which needs these CPU features, and
+            // `Weights::with_packed` checked the packings; each tile is one job's rows, and
+            // the gate pass prefetches the up tile it reads next.
+            unsafe {
+                packed_tile(
+                    &cg,
+                    pg.tile(tile, per_tile),
+                    pu.tile(tile, per_tile),
+                    r0,
+                    TILE,
+                );
+                packed_tile(&cu, pu.tile(tile, per_tile), next, r0, TILE);
+            }
+            for t0 in (0..n).step_by(GROUP) {
+                let k = (n - t0).min(GROUP);
+                for j in 0..k {
+                    let t = t0 + j;
+                    // SAFETY: columns `r0..r0 + 32` of every token belong to this tile's job.
+                    let (gs, us) = unsafe {
+                        (
+                            &*gate_out.slice_mut(t * rows + r0, TILE),
+                            &*up_out.slice_mut(t * rows + r0, TILE),
+                        )
+                    };
+                    let hj = &mut h[j * TILE..(j + 1) * TILE];
+                    match glu {
+                        crate::Glu::Silu => crate::ops::swiglu_isa(isa, gs, us, hj),
+                        crate::Glu::GeluTanh => crate::ops::geglu_isa(isa, gs, us, hj),
+                    }
+                }
+                quant_row(
+                    QPath::Avx512,
+                    &h[..k * TILE],
+                    &mut hq[..k * TILE],
+                    &mut hd[..k],
+                    &mut hb[..k],
+                    off,
+                );
+                for j in 0..k {
+                    let t = t0 + j;
+                    // SAFETY: block `tile` of every token's activation is this job's alone.
+                    unsafe {
+                        qs.slice_mut(t * rows + r0, TILE)
+                            .copy_from_slice(&hq[j * TILE..(j + 1) * TILE]);
+                        dd.slice_mut(t * nb + tile, 1)[0] = hd[j];
+                        bias.slice_mut(t * nb + tile, 1)[0] = hb[j];
+                    }
                 }
             }
-            quant_row(
-                QPath::Avx512,
-                &h[..k * TILE],
-                &mut hq[..k * TILE],
-                &mut hd[..k],
-                &mut hb[..k],
-                off,
-            );
-            for j in 0..k {
-                let t = t0 + j;
-                // SAFETY: block `tile` of every token's activation is this job's alone.
-                unsafe {
-                    qs.slice_mut(t * rows + r0, TILE)
-                        .copy_from_slice(&hq[j * TILE..(j + 1) * TILE]);
-                    dd.slice_mut(t * nb + tile, 1)[0] = hd[j];
-                    bias.slice_mut(t * nb + tile, 1)[0] = hb[j];
-                }
-            }
-        }
-    });
+        });
+    }
 }
 
 /// `out[t * rows + r] = Σ W[r]·x[t]` for the 32-element block formats (`handles(w.ty())`),
@@ -1647,6 +1628,23 @@ pub(crate) fn matmul_packed_many(
     unreachable!("matmul_packed_many: no packed kernels on this architecture");
 }
 
+/// [`gemm_packed_tile_vnni`] for the format of `c.w`.
+///
+/// # Safety
+/// As [`gemm_packed_tile_vnni`]: the CPU has AVX-512 VNNI (`Path::Vnni512`), `buf` is a tile
+/// of `c.w`'s packing (checked by `Weights::with_packed`), rows `r0..r0 + nr` are the caller's.
+#[cfg(target_arch = "x86_64")]
+unsafe fn packed_tile(c: &Ctx, buf: *const Line, next: *const Line, r0: usize, nr: usize) {
+    match c.w.ty() {
+        GgmlType::Q4_0 => gemm_packed_tile_vnni::<Q4_0>(c, buf, next, r0, nr),
+        GgmlType::Q4_1 => gemm_packed_tile_vnni::<Q4_1>(c, buf, next, r0, nr),
+        GgmlType::Q5_0 => gemm_packed_tile_vnni::<Q5_0>(c, buf, next, r0, nr),
+        GgmlType::Q5_1 => gemm_packed_tile_vnni::<Q5_1>(c, buf, next, r0, nr),
+        GgmlType::Q8_0 => gemm_packed_tile_vnni::<Q8_0>(c, buf, next, r0, nr),
+        _ => unreachable!("packed_tile: unsupported type"),
+    }
+}
+
 /// The products of packed matrices (one or more, sharing their activations) as one parallel
 /// job over all their tiles.
 #[cfg(target_arch = "x86_64")]
@@ -1680,19 +1678,9 @@ fn run_packed(pool: &ThreadPool, ctxs: &[Ctx<'_, '_>]) {
         let r0 = t * TILE;
         let nr = TILE.min(c.w.rows() - r0);
         let buf = tile_ptr(m, t);
-        // SAFETY: callers run packed matrices on `Path::Vnni512` only, which needs these CPU
-        // features; `Weights::with_packed` checked each packing; each (matrix, tile) is
-        // handed out once, and its rows are that job's.
-        unsafe {
-            match c.w.ty() {
-                GgmlType::Q4_0 => gemm_packed_tile_vnni::<Q4_0>(c, buf, next, r0, nr),
-                GgmlType::Q4_1 => gemm_packed_tile_vnni::<Q4_1>(c, buf, next, r0, nr),
-                GgmlType::Q5_0 => gemm_packed_tile_vnni::<Q5_0>(c, buf, next, r0, nr),
-                GgmlType::Q5_1 => gemm_packed_tile_vnni::<Q5_1>(c, buf, next, r0, nr),
-                GgmlType::Q8_0 => gemm_packed_tile_vnni::<Q8_0>(c, buf, next, r0, nr),
-                _ => unreachable!("run_packed: unsupported type"),
-            }
-        }
+        // SAFETY: callers run packed matrices on `Path::Vnni512` only; each (matrix, tile)
+        // is handed out once, and its rows are that job's.
+        unsafe { packed_tile(c, buf, next, r0, nr) }
     });
 }
 
