@@ -1296,10 +1296,22 @@ fn for_each_tile_guided(
     n_tiles: usize,
     f: impl Fn(usize, Option<usize>) + Sync,
 ) {
+    for_each_tile_guided_with(pool, n_tiles, || (), |_, tile, next| f(tile, next));
+}
+
+/// [`for_each_tile_guided`] with per-run working state made by `init` (scratch buffers set
+/// up once per run of tiles, not per tile).
+fn for_each_tile_guided_with<S>(
+    pool: &ThreadPool,
+    n_tiles: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, Option<usize>) + Sync,
+) {
     pool.for_each_guided(n_tiles, 1, |tiles| {
+        let mut state = init();
         let last = tiles.end - 1;
         for tile in tiles {
-            f(tile, (tile < last).then_some(tile + 1));
+            f(&mut state, tile, (tile < last).then_some(tile + 1));
         }
     });
 }
@@ -1438,10 +1450,15 @@ pub(crate) fn glu_packed(
         // Up to 16 tokens' blocks of a tile are quantized as one row: the quantizer reduces 16
         // blocks at once.
         const GROUP: usize = 16;
-        for_each_tile_guided(pool, rows / TILE, |tile, next| {
-            let mut h = [0f32; GROUP * TILE];
-            let mut hq = [0i8; GROUP * TILE];
-            let (mut hd, mut hb) = ([[0f32; 2]; GROUP], [0i32; GROUP]);
+        let scratch = || {
+            (
+                [0f32; GROUP * TILE],
+                [0i8; GROUP * TILE],
+                [[0f32; 2]; GROUP],
+                [0i32; GROUP],
+            )
+        };
+        for_each_tile_guided_with(pool, rows / TILE, scratch, |(h, hq, hd, hb), tile, next| {
             let r0 = tile * TILE;
             let next = next.map_or(std::ptr::null(), |t| pg.tile(t, per_tile));
             // SAFETY: `glu_fusable` chose `Path::Vnni512`, which needs these CPU features, and
