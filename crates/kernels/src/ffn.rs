@@ -144,7 +144,6 @@ pub(crate) fn ffn_glu_isa(
             );
             glu_packed(
                 isa,
-                path,
                 pool,
                 gate,
                 up,

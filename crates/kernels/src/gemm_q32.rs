@@ -922,17 +922,16 @@ unsafe fn gemm_packed_tile_vnni<F: Fmt>(
     let n = c.a.n_tokens;
     let ahead = buf.wrapping_add(PACKED_PF_LINES);
     let n_pass = n.div_ceil(TT);
+    // With several passes, each fetches its share of the next tile into L2 (not L1: a large
+    // tile, 19.6 KiB for a Q8_0 output projection and 30 KiB for a Q4_1 down projection,
+    // would not fit L1's 48 KiB next to the current one). Spread over all passes the next
+    // tile's reads keep memory busy the whole time; fetched in the last pass only, memory
+    // idled through the others. A single pass streams its own tile, a little ahead into L1.
+    let lpb = lines_per_block::<F>();
+    let share = lpb.div_ceil(n_pass);
     let mut t = 0;
     let mut pass = 0;
     while t < n {
-        // With several passes, each fetches its share of the next tile into L2 (not L1:
-        // a large tile, 19.6 KiB for a Q8_0 output projection and 30 KiB for a Q4_1 down
-        // projection, would not fit L1's 48 KiB next to the current one). Spread over all
-        // passes the next tile's reads keep memory busy the whole time; fetched in the last
-        // pass only, memory idled through the others. A single pass streams its own tile,
-        // a little ahead into L1.
-        let lpb = lines_per_block::<F>();
-        let share = lpb.div_ceil(n_pass);
         // With many passes (a prompt) the first few cover the next tile; the rest fetch none.
         if n_pass > 1 && !next.is_null() && pass * share < lpb {
             let pf = next.wrapping_add(pass * c.a.nb * share);
@@ -1397,7 +1396,6 @@ pub(crate) fn glu_fusable(path: Path, g: &Weights, u: &Weights) -> bool {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn glu_packed(
     isa: Isa,
-    path: Path,
     pool: &ThreadPool,
     g: &Weights,
     u: &Weights,
@@ -1408,7 +1406,10 @@ pub(crate) fn glu_packed(
     act: &mut ActQ,
     off: i32,
 ) {
-    assert!(glu_fusable(path, g, u), "glu_packed: weights not fusable");
+    assert!(
+        glu_fusable(Path::for_isa(isa), g, u),
+        "glu_packed: weights not fusable"
+    );
     let rows = g.rows();
     assert!(
         a.cols == g.cols() && gate_out.len() == a.n_tokens * rows && up_out.len() == gate_out.len(),
@@ -1426,7 +1427,7 @@ pub(crate) fn glu_packed(
     #[cfg(target_arch = "x86_64")]
     {
         const { assert!(TILE == QK) };
-        let (rows, n) = (g.rows(), a.n_tokens);
+        let n = a.n_tokens;
         let (pg, pu) = (
             g.packed().expect("checked by glu_fusable"),
             u.packed().expect("checked by glu_fusable"),
@@ -1540,17 +1541,24 @@ pub(crate) fn matmul_q32_path(
     if n_tokens == 0 || w.rows() == 0 {
         return;
     }
+    let out = SyncSlice::new(out);
+    quantize_and_run(path, pool, w, x, n_tokens, Out::Contiguous(&out));
+}
+
+/// Quantizes `n_tokens` rows of `x` for `w` into this thread's activation buffer and runs
+/// the product into `out`.
+fn quantize_and_run(
+    path: Path,
+    pool: &ThreadPool,
+    w: &Weights,
+    x: &[f32],
+    n_tokens: usize,
+    out: Out<'_>,
+) {
     with_act(|a| {
-        quantize_acts(
-            path.qpath(),
-            pool,
-            x,
-            n_tokens,
-            w.cols(),
-            type_off(w.ty()),
-            a,
-        );
-        matmul_q32_act(path, pool, w, a, out);
+        let off = type_off(w.ty());
+        quantize_acts(path.qpath(), pool, x, n_tokens, w.cols(), off, a);
+        run_any(path, pool, w, a, out);
     });
 }
 
@@ -1584,13 +1592,15 @@ pub(crate) fn matmul_q32_rows(
     if n_tokens == 0 || w.rows() == 0 {
         return;
     }
-    let path = Path::for_isa(isa);
     let outs: Vec<SyncSlice<'_, f32>> = outs.iter_mut().map(|o| SyncSlice::new(o)).collect();
-    with_act(|a| {
-        let off = type_off(w.ty());
-        quantize_acts(path.qpath(), pool, x, n_tokens, w.cols(), off, a);
-        run_any(path, pool, w, a, Out::PerToken(&outs));
-    });
+    quantize_and_run(
+        Path::for_isa(isa),
+        pool,
+        w,
+        x,
+        n_tokens,
+        Out::PerToken(&outs),
+    );
 }
 
 /// Whether [`matmul_packed_many`] can run `ws` on `path`: all packed for it, with one

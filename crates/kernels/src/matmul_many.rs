@@ -103,18 +103,17 @@ pub(crate) fn matmul_many_isa(
             .map(|&i| type_off(ws[i].ty()))
             .find(|&o| o != 0)
             .unwrap_or(0);
-        let wq: Vec<&Weights> = q32.iter().map(|&i| ws[i]).collect();
+        // In output order (one offset for all, so the order of quantization does not matter).
+        let mut order = q32.clone();
+        order.sort_unstable();
+        let wq: Vec<&Weights> = order.iter().map(|&i| ws[i]).collect();
         if gemm_q32::packed_many_fits(path, &wq) {
-            let mut qouts: Vec<&mut [f32]> = Vec::with_capacity(q32.len());
-            for (i, o) in outs.iter_mut().enumerate() {
-                if q32.contains(&i) {
-                    qouts.push(o);
-                }
-            }
-            // `qouts` is in output order; put the weights in the same order.
-            let mut order = q32.clone();
-            order.sort_unstable();
-            let wq: Vec<&Weights> = order.iter().map(|&i| ws[i]).collect();
+            let mut qouts: Vec<&mut [f32]> = outs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| order.binary_search(i).is_ok())
+                .map(|(_, o)| &mut **o)
+                .collect();
             with_act(|a| {
                 quantize_acts(path.qpath(), pool, x, n_tokens, cols, off, a);
                 gemm_q32::matmul_packed_many(pool, &wq, a, &mut qouts);

@@ -77,12 +77,12 @@ pub(crate) fn with_act<R>(f: impl FnOnce(&mut ActQ) -> R) -> R {
 /// Runs `f` with this thread's two reusable activation buffers (a product's input and the
 /// activation it produces for the next product).
 pub(crate) fn with_two_acts<R>(f: impl FnOnce(&mut ActQ, &mut ActQ) -> R) -> R {
-    let mut a = ACT.with(Cell::take);
-    let mut b = ACT_NEXT.with(Cell::take);
-    let r = f(&mut a, &mut b);
-    ACT.with(|c| c.set(a));
-    ACT_NEXT.with(|c| c.set(b));
-    r
+    with_act(|a| {
+        let mut b = ACT_NEXT.with(Cell::take);
+        let r = f(a, &mut b);
+        ACT_NEXT.with(|c| c.set(b));
+        r
+    })
 }
 
 /// Which quantizer body to run.

@@ -158,6 +158,11 @@ impl RopeAngles {
     pub fn config(&self) -> &RopeConfig {
         &self.cfg
     }
+
+    /// Positions the angles were computed for.
+    fn n_pos(&self) -> usize {
+        self.per_pos.len() / (3 * self.cfg.n_rot)
+    }
 }
 
 fn check_rot(n_rot: usize, head_dim: usize) -> Result<(), KernelError> {
@@ -177,9 +182,7 @@ pub(crate) fn rope_apply_isa(
     head_dim: usize,
 ) -> Result<(), KernelError> {
     check_rot(angles.cfg.n_rot, head_dim)?;
-    let per_token = n_heads * head_dim;
-    let n_pos = angles.per_pos.len() / (3 * angles.cfg.n_rot);
-    let expected = n_pos.checked_mul(per_token);
+    let expected = angles.n_pos().checked_mul(n_heads * head_dim);
     if expected != Some(x.len()) {
         return Err(KernelError::Length {
             what: "rope: x (n_tokens * n_heads * head_dim)",
@@ -187,7 +190,8 @@ pub(crate) fn rope_apply_isa(
             actual: x.len(),
         });
     }
-    rope_apply_from_isa(isa, x, angles, 0, n_heads, head_dim)
+    rotate_rows(isa, x, angles, 0, n_heads, head_dim);
+    Ok(())
 }
 
 pub(crate) fn rope_apply_from_isa(
@@ -198,14 +202,12 @@ pub(crate) fn rope_apply_from_isa(
     n_heads: usize,
     head_dim: usize,
 ) -> Result<(), KernelError> {
-    let cfg = &angles.cfg;
-    let n_rot = cfg.n_rot;
-    check_rot(n_rot, head_dim)?;
+    check_rot(angles.cfg.n_rot, head_dim)?;
     let per_token = n_heads * head_dim;
     if per_token == 0 {
         return Ok(());
     }
-    let n_pos = angles.per_pos.len() / (3 * n_rot);
+    let n_pos = angles.n_pos();
     let n_tok = x.len() / per_token;
     if !x.len().is_multiple_of(per_token) || first.checked_add(n_tok).is_none_or(|end| end > n_pos)
     {
@@ -215,6 +217,26 @@ pub(crate) fn rope_apply_from_isa(
             actual: x.len(),
         });
     }
+    rotate_rows(isa, x, angles, first, n_heads, head_dim);
+    Ok(())
+}
+
+/// Rotates the rows of `x` with the angles of positions `first..` (shapes checked by the
+/// callers).
+fn rotate_rows(
+    isa: Isa,
+    x: &mut [f32],
+    angles: &RopeAngles,
+    first: usize,
+    n_heads: usize,
+    head_dim: usize,
+) {
+    let per_token = n_heads * head_dim;
+    if per_token == 0 {
+        return;
+    }
+    let cfg = &angles.cfg;
+    let n_rot = cfg.n_rot;
     let neox = cfg.style == RopeStyle::Neox;
     for (tok, buf) in x
         .chunks_exact_mut(per_token)
@@ -235,7 +257,6 @@ pub(crate) fn rope_apply_from_isa(
             )
         );
     }
-    Ok(())
 }
 
 pub(crate) fn rope_inplace_isa(

@@ -483,7 +483,7 @@ impl Scheduler {
                 Outcome::Failed(e) => {
                     if let Some(seq) = slot.seq.take() {
                         self.outbox
-                            .push((seq.job.tx.clone(), (seq.job.index, Event::Error(e))));
+                            .push((seq.job.tx, (seq.job.index, Event::Error(e))));
                     }
                     slot.session.truncate(0);
                     slot.cached.clear();
@@ -548,13 +548,10 @@ impl Scheduler {
             let (sampler, logits, history, id) = &mut *d;
             *id = sampler.sample(logits, history);
         };
-        if draws.len() > 1 {
-            self.pool.for_each_chunk(draws.len(), 1, |range| {
-                draws[range].iter().for_each(draw_one);
-            });
-        } else {
-            draws.iter().for_each(draw_one);
-        }
+        // One draw runs inline (a single chunk is not dispatched).
+        self.pool.for_each_chunk(draws.len(), 1, |range| {
+            draws[range].iter().for_each(draw_one);
+        });
         draws
             .into_iter()
             .map(|d| d.into_inner().unwrap_or_else(|e| e.into_inner()).3)
@@ -639,7 +636,7 @@ fn emit_token(
             let seq = slot.seq.take().expect("present");
             metrics.tokens(name, seq.job.prompt.len(), seq.generated.len());
             outbox.push((
-                seq.job.tx.clone(),
+                seq.job.tx,
                 (
                     seq.job.index,
                     Event::Done {
