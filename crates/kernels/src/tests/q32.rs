@@ -238,7 +238,7 @@ fn every_path_matches_integer_reference() {
             if let Some(wp) = wp {
                 runs.push(("packed".into(), Path::for_isa(Isa::best()), wp));
             }
-            for n_tokens in [1, 2, 3, 5, 17, 64] {
+            for n_tokens in [1, 2, 3, 5, 8, 13, 17, 64] {
                 k += 1;
                 // Skip a few big combinations to keep the test quick.
                 if cols >= 1536 && n_tokens == 64 && k % 2 == 0 {
