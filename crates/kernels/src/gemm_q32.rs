@@ -820,19 +820,32 @@ unsafe fn unpack_group<F: Fmt>(lines: *const Line, g: usize) -> (__m512i, __m512
 #[cfg(target_arch = "x86_64")]
 const PACKED_PF_LINES: usize = 64;
 
-/// Tokens `t0..t0 + T` times the packed tile at `buf` (rows `r0..r0 + nr`), prefetching
-/// the lines at `pf` (as far from `buf` as wanted) in step with the blocks.
+/// One pass of the micro-kernel over a packed tile: tokens from `t0`, the tile at `buf` (rows
+/// `r0..r0 + nr`), and `pf_per_block` lines from `pf` (as far from `buf` as wanted) to
+/// prefetch in step with each block.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn gemm_micro<F: Fmt, const T: usize, const PF_L2: bool>(
-    c: &Ctx,
+#[derive(Clone, Copy)]
+struct Pass {
     buf: *const Line,
     pf: *const Line,
     pf_per_block: usize,
     r0: usize,
     nr: usize,
     t0: usize,
-) {
+}
+
+/// Tokens `t0..t0 + T` of pass `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn gemm_micro<F: Fmt, const T: usize, const PF_L2: bool>(c: &Ctx, p: Pass) {
+    let Pass {
+        buf,
+        pf,
+        pf_per_block,
+        r0,
+        nr,
+        t0,
+    } = p;
     let a = c.a;
     let (nb, cols) = (a.nb, a.cols);
     let (qs, add, ab) = (a.qs.as_ptr(), a.dd.as_ptr(), a.bias.as_ptr());
@@ -939,17 +952,26 @@ unsafe fn gemm_packed_tile_vnni<F: Fmt>(
     let mut t = 0;
     let mut pass = 0;
     while t < n {
-        // With many passes (a prompt) the first few cover the next tile; the rest fetch none.
         let take = if n - t >= WIDE_TT {
             WIDE_TT
         } else {
             (n - t).min(TT)
         };
+        let mut p = Pass {
+            buf,
+            pf: ahead,
+            pf_per_block: lpb,
+            r0,
+            nr,
+            t0: t,
+        };
+        // With many passes (a prompt) the first few cover the next tile; the rest fetch none.
         if n_pass > 1 && !next.is_null() && pass * share < lpb {
-            let pf = next.wrapping_add(pass * c.a.nb * share);
-            micro_pass::<F, true>(take, c, buf, pf, share, r0, nr, t);
+            p.pf = next.wrapping_add(pass * c.a.nb * share);
+            p.pf_per_block = share;
+            micro_pass::<F, true>(take, c, p);
         } else {
-            micro_pass::<F, false>(take, c, buf, ahead, lpb, r0, nr, t);
+            micro_pass::<F, false>(take, c, p);
         }
         t += take;
         pass += 1;
@@ -959,23 +981,13 @@ unsafe fn gemm_packed_tile_vnni<F: Fmt>(
 /// [`gemm_micro`] for `take` tokens (`WIDE_TT` or at most `TT`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_pass<F: Fmt, const PF_L2: bool>(
-    take: usize,
-    c: &Ctx,
-    buf: *const Line,
-    pf: *const Line,
-    pf_per_block: usize,
-    r0: usize,
-    nr: usize,
-    t: usize,
-) {
+unsafe fn micro_pass<F: Fmt, const PF_L2: bool>(take: usize, c: &Ctx, p: Pass) {
     match take {
-        WIDE_TT => gemm_micro::<F, WIDE_TT, PF_L2>(c, buf, pf, pf_per_block, r0, nr, t),
-        4 => gemm_micro::<F, 4, PF_L2>(c, buf, pf, pf_per_block, r0, nr, t),
-        3 => gemm_micro::<F, 3, PF_L2>(c, buf, pf, pf_per_block, r0, nr, t),
-        2 => gemm_micro::<F, 2, PF_L2>(c, buf, pf, pf_per_block, r0, nr, t),
-        _ => gemm_micro::<F, 1, PF_L2>(c, buf, pf, pf_per_block, r0, nr, t),
+        WIDE_TT => gemm_micro::<F, WIDE_TT, PF_L2>(c, p),
+        4 => gemm_micro::<F, 4, PF_L2>(c, p),
+        3 => gemm_micro::<F, 3, PF_L2>(c, p),
+        2 => gemm_micro::<F, 2, PF_L2>(c, p),
+        _ => gemm_micro::<F, 1, PF_L2>(c, p),
     }
 }
 
